@@ -1,0 +1,48 @@
+"""The convert pipeline run step by step through the public functions, keeping the PyTorch models."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from trt_quant.config import QuantConfig
+from trt_quant.data import TextData, tokenize_batches
+from trt_quant.export import export_onnx, fold_weight_quantizers, save_onnx, store_embeddings_int8
+from trt_quant.models import LoadedModel, load_model
+from trt_quant.quantize import quantize
+from trt_quant.tasks import TaskModel
+
+
+@dataclass
+class SteppedConversion:
+    """Float and fake-quantized PyTorch models with their exported ONNX files."""
+
+    loaded: LoadedModel
+    float_model: TaskModel
+    quantized_model: TaskModel
+    float_onnx: Path
+    int8_onnx: Path
+    int8_graph: onnx.ModelProto
+    batches: list[dict[str, torch.Tensor]]
+
+
+def convert_step_by_step(model_dir: Path, task: str, texts: list[str], directory: Path,
+                         config: QuantConfig) -> SteppedConversion:
+    """load -> export float -> quantize + calibrate -> export INT8 -> fold weights, one public call each."""
+    loaded = load_model(model_dir, task)
+    batches = tokenize_batches(loaded.tokenizer, TextData(texts), loaded.input_names, config.batch_size,
+                               config.max_length)
+    float_model = copy.deepcopy(loaded.model)
+    export_onnx(loaded.model, batches[0], directory / "float.onnx", 17)
+    quantized = quantize(loaded.model, batches, config)
+    graph = export_onnx(quantized, batches[0], directory / "int8.onnx", 17)
+    fold_weight_quantizers(graph)
+    if config.int8_embeddings:
+        store_embeddings_int8(graph)
+    save_onnx(graph, directory / "int8.onnx")
+    return SteppedConversion(loaded, float_model, quantized, directory / "float.onnx", directory / "int8.onnx",
+                             graph, batches)

@@ -1,0 +1,80 @@
+"""Tiny random-weight encoders of every supported family, built from configs (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+import transformers
+
+WORDS = (
+    "the a an and or but of to in on at for with from by is are was were be been it this that these those "
+    "he she they we you i my your his her their our model data text token tensor graph engine quantize "
+    "calibrate export run fast slow small large good bad new old first last day time year people world "
+    "city river music food water light house school market price game team player song film book"
+).split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+FAMILY_CONFIGS = {
+    "bert": lambda: transformers.BertConfig(),
+    "roberta": lambda: transformers.RobertaConfig(type_vocab_size=1, pad_token_id=0, bos_token_id=2, eos_token_id=3),
+    "deberta-v2": lambda: transformers.DebertaV2Config(
+        relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+        position_biased_input=False, type_vocab_size=0, pooler_hidden_size=32,
+    ),
+    "electra": lambda: transformers.ElectraConfig(embedding_size=24),
+    "distilbert": lambda: transformers.DistilBertConfig(),
+}
+FAMILIES = tuple(FAMILY_CONFIGS)
+TASK_CLASSES = {
+    "feature-extraction": "AutoModel",
+    "sentence-embedding": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+}
+TASKS = tuple(TASK_CLASSES)
+
+
+def vocabulary() -> list[str]:
+    """WordPiece vocabulary: special tokens, letters, continuation letters, digits, punctuation, words."""
+    letters = list(string.ascii_lowercase)
+    return SPECIAL + letters + [f"##{c}" for c in letters] + list(string.digits) + list(".,!?'-") + WORDS
+
+
+def tiny_config(family: str, task: str) -> transformers.PretrainedConfig:
+    """A small config (hidden 32, 2 layers, 4 heads) of ``family`` with a head fitting ``task``."""
+    config = FAMILY_CONFIGS[family]()
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    if family == "distilbert":
+        sizes = {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64}
+    for key, value in sizes.items():
+        setattr(config, key, value)
+    config.vocab_size = len(vocabulary())
+    config.max_position_embeddings = 64
+    config.num_labels = {"token-classification": 5, "question-answering": 2}.get(task, 3)
+    return config
+
+
+def make_tiny_model(directory: Path, family: str, task: str, seed: int = 0) -> Path:
+    """Save a random-weight ``family`` model with a ``task`` head and a WordPiece tokenizer to ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocabulary()) + "\n", encoding="utf-8")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), model_max_length=64)
+    torch.manual_seed(seed)
+    model = getattr(transformers, TASK_CLASSES[task]).from_config(tiny_config(family, task))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def sentences(count: int, seed: int = 0) -> list[str]:
+    """Deterministic pseudo-sentences of vocabulary words (3 to 30 words)."""
+    generator = torch.Generator().manual_seed(seed)
+    lines = []
+    for _ in range(count):
+        length = int(torch.randint(3, 31, (1,), generator=generator))
+        picks = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
+        lines.append(" ".join(WORDS[i] for i in picks) + ".")
+    return lines

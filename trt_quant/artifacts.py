@@ -1,0 +1,186 @@
+"""The on-disk layout of one converted model and its ``manifest.json``.
+
+An artifact directory holds the float ONNX, the INT8 ONNX, the tokenizer files, optionally a TensorRT
+engine, and ``manifest.json`` with library versions, shapes, calibration settings, sha256 checksums of
+every file and measured accuracy and size. Directories are written atomically: the new content is
+staged in a hidden sibling directory and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError, TrtQuantError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FLOAT_ONNX = "model_fp32.onnx"
+INT8_ONNX = "model_int8.onnx"
+ENGINE = "model.plan"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class TensorSpec:
+    """A graph input or output: name, numpy dtype name and shape (ints, or names for dynamic axes)."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+@dataclass
+class Manifest:
+    """Everything a later stage needs to know about a converted model."""
+
+    name: str
+    source_model: str
+    family: str
+    model_type: str
+    task: str
+    max_length: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    quantization: dict[str, Any] = field(default_factory=dict)
+    sizes: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engine: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        data = dict(data)
+        data["inputs"] = [TensorSpec(**spec) for spec in data["inputs"]]
+        data["outputs"] = [TensorSpec(**spec) for spec in data["outputs"]]
+        return cls(**data)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+
+def sha256_of(path: Path) -> str:
+    """Return the hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """Checksum and size of every file under ``directory`` except the manifest, keyed by relative path."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if relative != MANIFEST:
+            records[relative] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+    return records
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Record checksums of every file in ``directory`` into ``manifest`` and write it atomically."""
+    manifest.files = file_records(directory)
+    temporary = directory / f".{MANIFEST}.{uuid.uuid4().hex}"
+    temporary.write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(temporary, directory / MANIFEST)
+
+
+def check_output_dir(output: Path, overwrite: bool) -> None:
+    """Refuse an existing output path unless ``overwrite`` is set."""
+    if output.exists() and not overwrite:
+        raise TrtQuantError(f"Output directory {output} already exists: pass --overwrite or choose another path.")
+    if output.exists() and not output.is_dir():
+        raise TrtQuantError(f"Output path {output} is a file: choose a directory path for the artifact.")
+
+
+@contextlib.contextmanager
+def staged_directory(output: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty hidden staging directory that replaces ``output`` only if the block succeeds.
+
+    A failure (or a killed process) leaves ``output`` as it was: the previous artifact survives intact
+    until the new one is complete, and no half-written directory ever sits at ``output``.
+    """
+    check_output_dir(output, overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    staging = output.parent / f".{output.name}.staging-{token}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    retired = output.parent / f".{output.name}.retired-{token}"
+    if output.exists():
+        os.replace(output, retired)
+    os.replace(staging, output)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read ``manifest.json`` of an artifact directory without verifying checksums."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"Artifact directory {directory} does not exist: run 'trt-quant convert' first.")
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(
+            f"{directory} has no {MANIFEST}, so it is not a trt-quant artifact: run 'trt-quant convert' into it."
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc.__class__.__name__}): convert the model again.") from exc
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        found = data.get("format_version") if isinstance(data, dict) else None
+        raise ArtifactError(
+            f"{path} has artifact format version {found}, this trt-quant reads version {FORMAT_VERSION}: "
+            "convert the model again with this version."
+        )
+    try:
+        return Manifest.from_dict(data)
+    except (TypeError, KeyError) as exc:
+        raise ArtifactError(f"{path} is missing fields ({exc}): convert the model again.") from exc
+
+
+def verify_files(directory: Path, manifest: Manifest) -> None:
+    """Check every file listed in the manifest against its recorded sha256; name the first mismatch."""
+    for relative, record in manifest.files.items():
+        path = directory / relative
+        if not path.is_file():
+            raise ArtifactError(
+                f"Artifact file {path} is missing: convert the model again "
+                "(or pass --no-verify if you removed it on purpose)."
+            )
+        if sha256_of(path) != record["sha256"]:
+            raise ArtifactError(
+                f"Artifact file {path} was modified since conversion (sha256 mismatch): convert the model again "
+                "(or pass --no-verify if you edited it on purpose)."
+            )
+
+
+def load_manifest(directory: Path, verify: bool = True) -> Manifest:
+    """Read an artifact's manifest and, unless ``verify`` is False, verify every file's checksum."""
+    manifest = read_manifest(Path(directory))
+    if verify:
+        verify_files(Path(directory), manifest)
+    return manifest

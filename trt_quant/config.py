@@ -1,0 +1,61 @@
+"""Small validated settings objects shared by the pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import TrtQuantError
+
+CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to insert and calibrate INT8 quantizers.
+
+    Every ``nn.Linear`` gets per-output-channel symmetric INT8 weights and a per-tensor symmetric INT8
+    input quantizer; embeddings stay float. ``quantize_residual`` also quantizes the inputs of the
+    LayerNorms (the residual sums), which costs BERT-class models much accuracy, so it is off by default.
+    ``keep_float`` lists module-name patterns (fnmatch) whose Linear layers stay float.
+    ``smoothquant`` is the SmoothQuant migration strength alpha (None turns it off): each Linear input is
+    divided per channel by s = max|x|^alpha / max|w|^(1-alpha) and the weight's input channels multiplied
+    by s, which moves activation outliers into the per-channel-quantized weights.
+    ``int8_embeddings`` stores embedding tables as INT8 rows with one scale each (lookups stay float).
+    """
+
+    method: str = "max"
+    percentile: float = 99.99
+    calib_samples: int = 256
+    batch_size: int = 16
+    max_length: int = 128
+    quantize_residual: bool = False
+    keep_float: tuple[str, ...] = field(default_factory=tuple)
+    smoothquant: float | None = 0.8
+    int8_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise TrtQuantError(
+                f"Unknown calibration method '{self.method}': use one of {', '.join(CALIBRATION_METHODS)}."
+            )
+        if not 0.0 < self.percentile <= 100.0:
+            raise TrtQuantError(f"Percentile {self.percentile} is out of range: pass a value in (0, 100].")
+        if self.calib_samples < 1:
+            raise TrtQuantError("The number of calibration samples must be at least 1: pass --calib-samples N.")
+        if self.batch_size < 1:
+            raise TrtQuantError("The batch size must be at least 1: pass --batch-size N with N >= 1.")
+        if self.smoothquant is not None and not 0.0 < self.smoothquant < 1.0:
+            raise TrtQuantError(f"SmoothQuant alpha {self.smoothquant} is out of range: pass a value in (0, 1).")
+        if self.max_length < 2:
+            raise TrtQuantError("The maximum length must be at least 2 tokens: pass --max-length L with L >= 2.")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """ONNX export settings: opset (17 or newer) for both the float and the INT8 graph."""
+
+    opset: int = 17
+
+    def __post_init__(self) -> None:
+        if self.opset < 17:
+            raise TrtQuantError(f"Opset {self.opset} is too old: use opset 17 or newer.")

@@ -1,0 +1,210 @@
+"""The convert pipeline: load -> export float -> quantize -> calibrate -> export INT8 -> check -> artifact.
+
+Each step is a plain function in its own module; :func:`convert` only strings them together and records
+what happened in the artifact's manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .artifacts import FLOAT_ONNX, INT8_ONNX, TOKENIZER_DIR, Manifest, check_output_dir, staged_directory, write_manifest
+from .config import ExportConfig, QuantConfig
+from .data import TextData, read_texts, tokenize_batches
+from .errors import TrtQuantError
+from .evaluate import CLASSIFYING_TASKS, OutputAgreement, output_agreement
+from .export import (
+    count_ops,
+    export_onnx,
+    fold_weight_quantizers,
+    graph_inputs,
+    graph_outputs,
+    save_onnx,
+    store_embeddings_int8,
+)
+from .models import LoadedModel, load_model
+from .quantize import quantize, summarize
+from .runtime.base import Runtime
+from .runtime.ort import OrtRuntime
+
+log = logging.getLogger(__name__)
+
+EVAL_SAMPLES = 256
+VERSIONED_PACKAGES = ("trt-quant", "torch", "transformers", "nvidia-modelopt", "onnx", "onnxruntime", "tokenizers")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape an artifact."""
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = __version__ if package == "trt-quant" else "not installed"
+    return versions
+
+
+@dataclass
+class ConvertReport:
+    """What :func:`convert` did: the manifest it wrote and how long each step took (seconds)."""
+
+    output: Path
+    manifest: Manifest
+    timings: dict[str, float] = field(default_factory=dict)
+    check_findings: list[Any] = field(default_factory=list)
+
+
+def split_calibration(
+    data: TextData, samples: int, held_out: TextData | None
+) -> tuple[TextData, TextData | None, str]:
+    """Calibration examples, evaluation examples kept apart from them, and where the latter came from."""
+    if len(data) < samples:
+        log.warning("Only %d calibration samples available, fewer than the %d asked for; continuing.", len(data), samples)
+    calibration = data.head(samples)
+    if held_out is not None:
+        return calibration, held_out.head(EVAL_SAMPLES), "evaluation file"
+    if len(data) > samples:
+        return calibration, data.slice(samples, samples + EVAL_SAMPLES), "calibration file rows after the calibration samples"
+    return calibration, None, "none (every row was used for calibration)"
+
+
+def check_max_length(loaded: LoadedModel, max_length: int) -> None:
+    """Refuse a ``max_length`` above the model's position embeddings."""
+    if max_length > loaded.max_positions:
+        raise TrtQuantError(
+            f"--max-length {max_length} is above the model's maximum of {loaded.max_positions} positions: "
+            f"pass --max-length {loaded.max_positions} or less."
+        )
+
+
+def _run_check(path: Path) -> list[Any]:
+    from .check import check_onnx
+
+    return check_onnx(path)
+
+
+def measure_agreement(stage: Path, manifest: Manifest, data: TextData, max_length: int) -> OutputAgreement:
+    """Compare the INT8 ONNX against the float ONNX of a staged artifact with ONNX Runtime."""
+    reference: Runtime = OrtRuntime(stage, manifest, precision="float")
+    candidate: Runtime = OrtRuntime(stage, manifest, precision="int8")
+    return output_agreement(
+        reference, candidate, data, max_length=max_length, classify=manifest.task in CLASSIFYING_TASKS
+    )
+
+
+def convert(
+    model: str | Path,
+    task: str,
+    calib: str | Path,
+    output: str | Path,
+    config: QuantConfig | None = None,
+    export_config: ExportConfig | None = None,
+    text_column: str | None = None,
+    pair_column: str | None = None,
+    eval_data: str | Path | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    name: str | None = None,
+) -> ConvertReport:
+    """Quantize ``model`` for ``task`` with calibration texts from ``calib`` and write an artifact to ``output``.
+
+    The artifact holds the float ONNX, the INT8 ONNX (explicit Q/DQ, INT8 weights), the tokenizer and a
+    manifest with versions, shapes, calibration settings, checksums, sizes and measured agreement of the
+    INT8 graph with the float graph on examples kept apart from calibration.
+    """
+    config = config or QuantConfig()
+    export_config = export_config or ExportConfig()
+    output = Path(output)
+    check_output_dir(output, overwrite)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    loaded = load_model(model, task, trust_remote_code=trust_remote_code)
+    check_max_length(loaded, config.max_length)
+    data = read_texts(calib, text_column, pair_column)
+    held_out = read_texts(eval_data, text_column, pair_column) if eval_data is not None else None
+    calibration, evaluation, evaluation_source = split_calibration(data, config.calib_samples, held_out)
+    batches = tokenize_batches(loaded.tokenizer, calibration, loaded.input_names, config.batch_size, config.max_length)
+    timings["load"] = time.perf_counter() - started
+
+    with staged_directory(output, overwrite) as stage:
+        step = time.perf_counter()
+        loaded.recipe.export_fix(loaded.model)
+        export_onnx(loaded.model, batches[0], stage / FLOAT_ONNX, export_config.opset)
+        timings["export float"] = time.perf_counter() - step
+
+        step = time.perf_counter()
+        quantized = quantize(loaded.model, batches, config, extra_float=loaded.recipe.keep_float)
+        timings["quantize + calibrate"] = time.perf_counter() - step
+
+        step = time.perf_counter()
+        int8_graph = export_onnx(quantized, batches[0], stage / INT8_ONNX, export_config.opset)
+        folded = fold_weight_quantizers(int8_graph)
+        tables = store_embeddings_int8(int8_graph) if config.int8_embeddings else 0
+        save_onnx(int8_graph, stage / INT8_ONNX)
+        loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
+        timings["export int8"] = time.perf_counter() - step
+
+        step = time.perf_counter()
+        findings = _run_check(stage / INT8_ONNX)
+        timings["check"] = time.perf_counter() - step
+
+        summary = summarize(quantized)
+        float_bytes = (stage / FLOAT_ONNX).stat().st_size
+        int8_bytes = (stage / INT8_ONNX).stat().st_size
+        manifest = Manifest(
+            name=name or output.name,
+            source_model=str(model),
+            family=loaded.recipe.family,
+            model_type=loaded.config.model_type,
+            task=task,
+            max_length=loaded.max_positions,
+            inputs=graph_inputs(int8_graph),
+            outputs=graph_outputs(int8_graph),
+            quantization={
+                "library": "nvidia-modelopt",
+                "method": config.method,
+                "percentile": config.percentile if config.method == "percentile" else None,
+                "calib_file": str(calib),
+                "calib_samples": len(calibration),
+                "calib_samples_requested": config.calib_samples,
+                "batch_size": config.batch_size,
+                "max_length": config.max_length,
+                "quantize_residual": config.quantize_residual,
+                "weights": "int8 per output channel, symmetric",
+                "activations": "int8 per tensor, symmetric",
+                "quantized_linears": summary.quantized_linears,
+                "float_linears": list(summary.float_linear_names),
+                "int8_weight_initializers": folded,
+                "smoothquant_alpha": config.smoothquant,
+                "embeddings": f"{tables} tables stored as int8 rows (lookups float)" if tables else "float",
+                "quantize_linear_nodes": count_ops(int8_graph, "QuantizeLinear"),
+                "dequantize_linear_nodes": count_ops(int8_graph, "DequantizeLinear"),
+                "opset": export_config.opset,
+            },
+            sizes={
+                "float_onnx_bytes": float_bytes,
+                "int8_onnx_bytes": int8_bytes,
+                "int8_to_float_ratio": round(int8_bytes / float_bytes, 4),
+            },
+            versions=library_versions(),
+        )
+        manifest.quantization["check"] = [finding.__dict__ for finding in findings]
+        if evaluation is not None:
+            step = time.perf_counter()
+            agreement = measure_agreement(stage, manifest, evaluation, config.max_length)
+            manifest.accuracy = {"backend": "onnxruntime", "data": evaluation_source, **agreement.as_dict()}
+            timings["measure accuracy"] = time.perf_counter() - step
+        else:
+            manifest.accuracy = {"data": evaluation_source}
+        write_manifest(stage, manifest)
+    timings["total"] = time.perf_counter() - started
+    return ConvertReport(output, manifest, timings, findings)
+
+
+__all__ = ["ConvertReport", "convert", "library_versions"]

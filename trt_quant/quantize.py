@@ -1,0 +1,251 @@
+"""INT8 Q/DQ insertion and calibration through NVIDIA Model Optimizer (the only module that imports it).
+
+Every ``nn.Linear`` gets a per-output-channel symmetric INT8 weight quantizer and a per-tensor symmetric
+INT8 input quantizer; embeddings stay float; LayerNorm inputs (the residual sums) are quantized only
+with ``QuantConfig.quantize_residual``. Calibration runs our own loop over the quantizers so that every
+method works on CPU: ``max`` with Model Optimizer's max calibrator, and ``percentile``, ``entropy`` and
+``mse`` with its histogram calibrator. (In the pinned release, ``mtq.quantize`` with a histogram
+calibrator fails: its max-calibration pass calls ``compute_amax()`` without the method argument.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import QuantConfig
+from .progress import progress
+from .tasks import TaskModel
+
+log = logging.getLogger(__name__)
+
+WEIGHT_QUANTIZER = "weight_quantizer"
+INPUT_QUANTIZER = "input_quantizer"
+
+
+def _modelopt_config(quantize_residual: bool) -> dict:
+    entries: list[dict] = [
+        {"quantizer_name": "*", "enable": False},
+        {"quantizer_name": f"*{WEIGHT_QUANTIZER}", "parent_class": "nn.Linear", "cfg": {"num_bits": 8, "axis": 0}},
+        {"quantizer_name": f"*{INPUT_QUANTIZER}", "parent_class": "nn.Linear", "cfg": {"num_bits": 8, "axis": None}},
+    ]
+    if quantize_residual:
+        entries.append(
+            {"quantizer_name": f"*{INPUT_QUANTIZER}", "parent_class": "nn.LayerNorm", "cfg": {"num_bits": 8, "axis": None}}
+        )
+    return {"quant_cfg": entries, "algorithm": "max"}
+
+
+def _tensor_quantizer_class() -> type:
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return TensorQuantizer  # type: ignore[no-any-return]
+
+
+def quantized_linears(model: nn.Module) -> dict[str, nn.Module]:
+    """Linear layers that carry quantizers, keyed by module name."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and hasattr(module, WEIGHT_QUANTIZER) and hasattr(module, INPUT_QUANTIZER)
+    }
+
+
+def enabled_input_quantizers(model: nn.Module) -> dict[str, nn.Module]:
+    """Enabled activation quantizers (Linear and, if chosen, LayerNorm inputs), keyed by quantizer name."""
+    quantizer_class = _tensor_quantizer_class()
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, quantizer_class) and name.endswith(INPUT_QUANTIZER) and module.is_enabled
+    }
+
+
+def keep_float(model: nn.Module, patterns: Sequence[str]) -> list[str]:
+    """Disable the quantizers of Linear layers whose name matches any fnmatch pattern; return their names."""
+    kept = []
+    for name, module in quantized_linears(model).items():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            getattr(module, WEIGHT_QUANTIZER).disable()
+            getattr(module, INPUT_QUANTIZER).disable()
+            kept.append(name)
+    return kept
+
+
+def insert_quantizers(model: TaskModel, config: QuantConfig, extra_float: Sequence[str] = ()) -> TaskModel:
+    """Replace supported modules by quantized ones and calibrate the weights (max, per output channel).
+
+    Activation quantizers are created but not calibrated: call :func:`calibrate` next.
+    """
+    import modelopt.torch.quantization as mtq
+
+    with contextlib.redirect_stdout(io.StringIO()):  # Model Optimizer prints every class it registers
+        quantized = mtq.quantize(model, _modelopt_config(config.quantize_residual), forward_loop=None)
+    keep_float(quantized, [*config.keep_float, *extra_float])
+    return quantized  # type: ignore[no-any-return]
+
+
+def _new_calibrator(method: str) -> object:
+    from modelopt.torch.quantization.calib import HistogramCalibrator, MaxCalibrator
+
+    if method == "max":
+        return MaxCalibrator(num_bits=8, axis=None, unsigned=False)
+    return HistogramCalibrator(num_bits=8, axis=None, unsigned=False)
+
+
+@torch.no_grad()
+def calibrate(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]], config: QuantConfig) -> dict[str, float]:
+    """Collect activation statistics over ``batches`` and set every input quantizer's range (amax).
+
+    Returns the calibrated amax per quantizer name. Quantizers that saw no data (layers the task never
+    runs) are disabled.
+    """
+    quantizers = enabled_input_quantizers(model)
+    for quantizer in quantizers.values():
+        quantizer._calibrator = _new_calibrator(config.method)
+        quantizer.disable_quant()
+        quantizer.enable_calib()
+    model.eval()
+    for batch in progress(batches, f"calibrating ({config.method})", total=len(batches)):
+        model.run(batch)
+    ranges: dict[str, float] = {}
+    for name, quantizer in quantizers.items():
+        calibrator = quantizer._calibrator
+        arguments: tuple = () if config.method == "max" else (config.method,)
+        keywords = {"percentile": config.percentile} if config.method == "percentile" else {}
+        amax = calibrator.compute_amax(*arguments, **keywords)
+        quantizer.disable_calib()
+        if amax is None:
+            log.info("quantizer %s saw no data during calibration; disabled", name)
+            quantizer.disable()
+            continue
+        quantizer.amax = amax
+        quantizer.enable_quant()
+        ranges[name] = float(quantizer.amax.max())
+        calibrator.reset()
+    return ranges
+
+
+@torch.no_grad()
+def input_channel_ranges(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-input-channel absolute maximum of every quantized Linear's input, from a float forward pass."""
+    linears = quantized_linears(model)
+    ranges: dict[str, torch.Tensor] = {}
+
+    def record(name: str, inputs: tuple[torch.Tensor, ...]) -> None:
+        channel_max = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(dim=0)
+        ranges[name] = torch.maximum(ranges[name], channel_max) if name in ranges else channel_max
+
+    hooks = [
+        module.register_forward_pre_hook(lambda _, inputs, name=name: record(name, inputs))
+        for name, module in linears.items()
+    ]
+    try:
+        with _float_forward(model):
+            for batch in progress(batches, "collecting channel ranges", total=len(batches)):
+                model.run(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ranges
+
+
+@contextlib.contextmanager
+def _float_forward(model: nn.Module) -> Iterator[None]:
+    """Temporarily run with every enabled quantizer switched off."""
+    quantizer_class = _tensor_quantizer_class()
+    active = [module for module in model.modules() if isinstance(module, quantizer_class) and module.is_enabled]
+    for quantizer in active:
+        quantizer.disable()
+    try:
+        yield
+    finally:
+        for quantizer in active:
+            quantizer.enable()
+
+
+@torch.no_grad()
+def smooth(model: TaskModel, channel_ranges: dict[str, torch.Tensor], alpha: float) -> int:
+    """SmoothQuant: divide each quantized Linear's input by s per channel, multiply its weight by s.
+
+    s = max|x|^alpha / max|w|^(1-alpha) per input channel. The division is the input quantizer's
+    ``pre_quant_scale`` (exported as a Mul in front of QuantizeLinear); the weight's per-output-channel
+    ranges are recomputed. Returns how many layers were smoothed.
+    """
+    smoothed = 0
+    for name, module in quantized_linears(model).items():
+        if name not in channel_ranges or not getattr(module, INPUT_QUANTIZER).is_enabled:
+            continue
+        weight_range = module.weight.abs().amax(dim=0).clamp(min=1e-5)
+        scale = (channel_ranges[name].clamp(min=1e-5) ** alpha / weight_range ** (1 - alpha)).clamp(min=1e-5)
+        getattr(module, INPUT_QUANTIZER).pre_quant_scale = (1.0 / scale).to(module.weight.dtype)
+        module.weight.mul_(scale)
+        weight_quantizer = getattr(module, WEIGHT_QUANTIZER)
+        weight_quantizer.amax = module.weight.abs().amax(dim=1).reshape(weight_quantizer.amax.shape)
+        smoothed += 1
+    return smoothed
+
+
+@torch.no_grad()
+def round_embeddings(model: nn.Module) -> int:
+    """Round every embedding table to INT8 rows with one symmetric scale each (what the INT8 ONNX stores)."""
+    tables = 0
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            module.weight.copy_(dequantize_rows(module.weight))
+            tables += 1
+    return tables
+
+
+def dequantize_rows(table: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-row INT8 quantize-dequantize (round half to even), as ONNX QuantizeLinear does."""
+    scale = (table.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=torch.finfo(table.dtype).tiny)
+    return torch.clamp(torch.round(table / scale), -127, 127) * scale
+
+
+def quantize(
+    model: TaskModel,
+    batches: Sequence[dict[str, torch.Tensor]],
+    config: QuantConfig,
+    extra_float: Sequence[str] = (),
+) -> TaskModel:
+    """Insert INT8 quantizers into ``model`` (in place) and calibrate them on ``batches``."""
+    quantized = insert_quantizers(model, config, extra_float)
+    if config.smoothquant is not None:
+        smooth(quantized, input_channel_ranges(quantized, batches), config.smoothquant)
+    if config.int8_embeddings:
+        round_embeddings(quantized)
+    calibrate(quantized, batches, config)
+    return quantized
+
+
+@dataclass(frozen=True)
+class QuantizationSummary:
+    """Counts of what was quantized, for the manifest and the CLI summary."""
+
+    quantized_linears: int
+    float_linears: int
+    activation_quantizers: int
+    float_linear_names: tuple[str, ...]
+
+
+def summarize(model: nn.Module) -> QuantizationSummary:
+    """How many Linear layers run in INT8 and which stayed float."""
+    linears = quantized_linears(model)
+    float_names = tuple(
+        name for name, module in linears.items() if not getattr(module, WEIGHT_QUANTIZER).is_enabled
+    )
+    plain = [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and name not in linears]
+    return QuantizationSummary(
+        quantized_linears=len(linears) - len(float_names),
+        float_linears=len(float_names) + len(plain),
+        activation_quantizers=len(enabled_input_quantizers(model)),
+        float_linear_names=float_names + tuple(plain),
+    )

@@ -1,0 +1,5 @@
+"""DistilBERT: no token type ids."""
+
+from .base import Recipe
+
+DISTILBERT = Recipe(family="distilbert", model_types=("distilbert",))

@@ -1,0 +1,5 @@
+"""ELECTRA discriminators."""
+
+from .base import Recipe
+
+ELECTRA = Recipe(family="electra", model_types=("electra",))
