@@ -38,9 +38,12 @@ TASKS = tuple(TASK_CLASSES)
 
 
 def vocabulary() -> list[str]:
-    """WordPiece vocabulary: special tokens, letters, continuation letters, digits, punctuation, words."""
+    """WordPiece vocabulary: special tokens, letters, continuation letters, digits, punctuation, words.
+
+    Every entry is unique (the one-letter words "a" and "i" are already letters)."""
     letters = list(string.ascii_lowercase)
-    return SPECIAL + letters + [f"##{c}" for c in letters] + list(string.digits) + list(".,!?'-") + WORDS
+    words = [word for word in WORDS if word not in letters]
+    return SPECIAL + letters + [f"##{c}" for c in letters] + list(string.digits) + list(".,!?'-") + words
 
 
 def tiny_config(family: str, task: str) -> transformers.PretrainedConfig:
@@ -61,7 +64,8 @@ def make_tiny_model(directory: Path, family: str, task: str, seed: int = 0) -> P
     """Save a random-weight ``family`` model with a ``task`` head and a WordPiece tokenizer to ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(vocabulary()) + "\n", encoding="utf-8")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), model_max_length=64)
+    # transformers 5 takes the vocabulary as ``vocab``; it ignores ``vocab_file`` (every word would be [UNK]).
+    tokenizer = transformers.BertTokenizerFast(vocab=str(directory / "vocab.txt"), model_max_length=64)
     torch.manual_seed(seed)
     model = getattr(transformers, TASK_CLASSES[task]).from_config(tiny_config(family, task))
     model.save_pretrained(directory)

@@ -1,0 +1,117 @@
+"""Triton Python-backend model that turns text into the encoder's inputs (copied as ``1/model.py``).
+
+Inputs: ``TEXT`` (TYPE_STRING, one text per batch row) and the optional ``TEXT_PAIR`` (second texts, e.g.
+question + context). Outputs: one tensor per output of ``config.pbtxt`` (the encoder's inputs), cast to
+the dtype declared there. Settings come from the ``parameters`` of ``config.pbtxt``: ``max_length``
+(truncation limit), ``text_input`` and ``pair_input`` (input names). The tokenizer files live in
+``1/tokenizer`` next to this file.
+
+All requests of one ``execute`` call are tokenized together (those with second texts apart from those
+without), padded to the longest sequence among them, so the encoder's dynamic batcher can merge them.
+A request with empty or non-UTF-8 text gets an error response; the others are still answered.
+"""
+
+import json
+
+import numpy as np
+import transformers
+import triton_python_backend_utils as pb_utils
+
+OPTIONAL_OUTPUTS = ("token_type_ids",)
+
+
+class TritonPythonModel:
+    """Tokenizes ``TEXT`` (+ ``TEXT_PAIR``) with the artifact's tokenizer."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        self.max_length = int(parameters["max_length"])
+        self.text_input = parameters["text_input"]
+        self.pair_input = parameters["pair_input"]
+        self.outputs = [
+            (output["name"], pb_utils.triton_string_to_numpy(output["data_type"]))
+            for output in config["output"]
+        ]
+        path = f"{args['model_repository']}/{args['model_version']}/tokenizer"
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        produced = self.tokenizer(["probe"], return_tensors="np")
+        missing = [name for name, _ in self.outputs if name not in produced and name not in OPTIONAL_OUTPUTS]
+        if missing:
+            raise pb_utils.TritonModelException(
+                f"The tokenizer in {path} does not produce {', '.join(missing)}: regenerate the repository "
+                "from the artifact with 'trt-quant triton'."
+            )
+
+    def execute(self, requests: "list[pb_utils.InferenceRequest]") -> "list[pb_utils.InferenceResponse]":
+        responses = [None] * len(requests)
+        groups: dict[bool, list[tuple]] = {False: [], True: []}
+        for index, request in enumerate(requests):
+            try:
+                texts, pairs = self._read(request)
+            except ValueError as error:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                )
+                continue
+            groups[pairs is not None].append((index, texts, pairs))
+        for members in groups.values():
+            if members:
+                self._encode(members, responses)
+        return responses
+
+    def _read(self, request: "pb_utils.InferenceRequest") -> tuple[list[str], list[str] | None]:
+        """The texts (and second texts, or None) of one request; ValueError names what is wrong."""
+        texts = _decode(pb_utils.get_input_tensor_by_name(request, self.text_input), self.text_input)
+        pair_tensor = pb_utils.get_input_tensor_by_name(request, self.pair_input)
+        if pair_tensor is None:
+            return texts, None
+        pairs = _decode(pair_tensor, self.pair_input)
+        if len(pairs) != len(texts):
+            raise ValueError(
+                f"{self.pair_input} has {len(pairs)} texts and {self.text_input} has {len(texts)}: "
+                f"send one {self.pair_input} per {self.text_input}."
+            )
+        return texts, pairs
+
+    def _encode(self, members: list[tuple], responses: list) -> None:
+        """Tokenize the texts of ``members`` in one call and answer each request with its rows."""
+        texts = [text for _, request_texts, _ in members for text in request_texts]
+        pairs = (
+            None
+            if members[0][2] is None
+            else [pair for _, _, request_pairs in members for pair in request_pairs]
+        )
+        encoded = self.tokenizer(
+            texts, pairs, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        arrays = [(name, _column(encoded, name).astype(dtype)) for name, dtype in self.outputs]
+        start = 0
+        for index, request_texts, _ in members:
+            stop = start + len(request_texts)
+            tensors = [pb_utils.Tensor(name, array[start:stop]) for name, array in arrays]
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start = stop
+
+
+def _decode(tensor: "pb_utils.Tensor", name: str) -> list[str]:
+    """UTF-8 strings of a TYPE_STRING tensor; ValueError for empty or undecodable elements."""
+    texts = []
+    for position, value in enumerate(tensor.as_numpy().reshape(-1)):
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{name}[{position}] is not valid UTF-8 ({error.reason}): send UTF-8 encoded text."
+            ) from None
+        if not text.strip():
+            raise ValueError(f"{name}[{position}] is empty: send at least one non-space character.")
+        texts.append(text)
+    return texts
+
+
+def _column(encoded: dict, name: str) -> np.ndarray:
+    """One tokenizer output; token type ids default to zeros, as the encoder was exported with."""
+    if name in encoded:
+        return encoded[name]
+    return np.zeros_like(encoded["input_ids"])
