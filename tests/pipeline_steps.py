@@ -11,7 +11,7 @@ import torch
 
 from trt_quant.config import QuantConfig
 from trt_quant.data import TextData, tokenize_batches
-from trt_quant.export import export_onnx, fold_weight_quantizers, save_onnx, store_embeddings_int8
+from trt_quant.export import export_onnx, finalize_int8_graph, save_onnx
 from trt_quant.models import LoadedModel, load_model
 from trt_quant.quantize import quantize
 from trt_quant.tasks import TaskModel
@@ -40,9 +40,7 @@ def convert_step_by_step(model_dir: Path, task: str, texts: list[str], directory
     export_onnx(loaded.model, batches[0], directory / "float.onnx", 17)
     quantized = quantize(loaded.model, batches, config)
     graph = export_onnx(quantized, batches[0], directory / "int8.onnx", 17)
-    fold_weight_quantizers(graph)
-    if config.int8_embeddings:
-        store_embeddings_int8(graph)
+    finalize_int8_graph(graph, config.int8_embeddings)
     save_onnx(graph, directory / "int8.onnx")
     return SteppedConversion(loaded, float_model, quantized, directory / "float.onnx", directory / "int8.onnx",
                              graph, batches)

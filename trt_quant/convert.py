@@ -19,15 +19,7 @@ from .config import ExportConfig, QuantConfig
 from .data import TextData, read_texts, tokenize_batches
 from .errors import TrtQuantError
 from .evaluate import CLASSIFYING_TASKS, OutputAgreement, output_agreement
-from .export import (
-    count_ops,
-    export_onnx,
-    fold_weight_quantizers,
-    graph_inputs,
-    graph_outputs,
-    save_onnx,
-    store_embeddings_int8,
-)
+from .export import count_ops, export_onnx, finalize_int8_graph, graph_inputs, graph_outputs, save_onnx
 from .models import LoadedModel, load_model
 from .quantize import quantize, summarize
 from .runtime.base import Runtime
@@ -144,8 +136,7 @@ def convert(
 
         step = time.perf_counter()
         int8_graph = export_onnx(quantized, batches[0], stage / INT8_ONNX, export_config.opset)
-        folded = fold_weight_quantizers(int8_graph)
-        tables = store_embeddings_int8(int8_graph) if config.int8_embeddings else 0
+        graph_edits = finalize_int8_graph(int8_graph, config.int8_embeddings)
         save_onnx(int8_graph, stage / INT8_ONNX)
         loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
         timings["export int8"] = time.perf_counter() - step
@@ -180,9 +171,8 @@ def convert(
                 "activations": "int8 per tensor, symmetric",
                 "quantized_linears": summary.quantized_linears,
                 "float_linears": list(summary.float_linear_names),
-                "int8_weight_initializers": folded,
+                **graph_edits,
                 "smoothquant_alpha": config.smoothquant,
-                "embeddings": f"{tables} tables stored as int8 rows (lookups float)" if tables else "float",
                 "quantize_linear_nodes": count_ops(int8_graph, "QuantizeLinear"),
                 "dequantize_linear_nodes": count_ops(int8_graph, "DequantizeLinear"),
                 "opset": export_config.opset,

@@ -197,6 +197,46 @@ def store_embeddings_int8(model: onnx.ModelProto) -> int:
     return stored
 
 
+def merge_duplicate_nodes(model: onnx.ModelProto) -> int:
+    """Common-subexpression elimination: nodes with the same op, attributes and inputs (constants compared
+    by value) are computed once. Siblings that read one tensor through identical SmoothQuant Mul and
+    Q/DQ (query/key/value) then share them. Returns how many nodes were removed."""
+    graph = model.graph
+    index = _GraphIndex(graph)
+    graph_outputs = {output.name for output in graph.output}
+    renamed: dict[str, str] = {}
+    seen: dict[tuple, onnx.NodeProto] = {}
+    removed = 0
+    for node in list(graph.node):
+        for position, name in enumerate(node.input):
+            node.input[position] = renamed.get(name, name)
+        if node.op_type == "Constant" or any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+        ):
+            continue  # constants stay separate (ONNX Runtime's QDQ rewrites assume unshared zero points)
+        inputs = []
+        for name in node.input:
+            value = index.constant(name)
+            inputs.append(("value", value.dtype.str, value.shape, value.tobytes()) if value is not None else name)
+        key = (node.op_type, node.domain, tuple(inputs), tuple(a.SerializeToString() for a in node.attribute))
+        first = seen.get(key)
+        if first is None or graph_outputs & set(node.output):
+            seen.setdefault(key, node)
+            continue
+        for mine, theirs in zip(node.output, first.output, strict=True):
+            renamed[mine] = theirs
+        graph.node.remove(node)
+        removed += 1
+    for node in graph.node:  # outer-scope names read inside subgraphs
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                for inner in subgraph.node:
+                    for position, name in enumerate(inner.input):
+                        inner.input[position] = renamed.get(name, name)
+    remove_unused(model)
+    return removed
+
+
 def _names_read(node: onnx.NodeProto) -> set[str]:
     """Values a node reads, including those its subgraphs (If/Loop bodies) read from the outer scope."""
     names = set(node.input)
@@ -205,6 +245,15 @@ def _names_read(node: onnx.NodeProto) -> set[str]:
             for inner in subgraph.node:
                 names |= _names_read(inner)
     return names
+
+
+def finalize_int8_graph(model: onnx.ModelProto, int8_embeddings: bool) -> dict[str, int]:
+    """INT8 weight initializers, INT8 embedding tables (optional), shared duplicate Q/DQ; return counts."""
+    return {
+        "int8_weight_initializers": fold_weight_quantizers(model),
+        "int8_embedding_tables": store_embeddings_int8(model) if int8_embeddings else 0,
+        "merged_duplicate_nodes": merge_duplicate_nodes(model),
+    }
 
 
 def remove_unused(model: onnx.ModelProto) -> None:

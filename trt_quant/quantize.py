@@ -141,13 +141,27 @@ def calibrate(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]], conf
 
 
 @torch.no_grad()
-def input_channel_ranges(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Per-input-channel absolute maximum of every quantized Linear's input, from a float forward pass."""
+@dataclass
+class ChannelStatistics:
+    """Per-input-channel |x| maxima of quantized Linears, and groups of Linears that read one tensor."""
+
+    ranges: dict[str, torch.Tensor]
+    siblings: list[list[str]]
+
+
+def input_channel_ranges(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]]) -> ChannelStatistics:
+    """Per-input-channel absolute maximum of every quantized Linear's input, from a float forward pass,
+    and which Linears read the very same tensor (query/key/value projections)."""
     linears = quantized_linears(model)
     ranges: dict[str, torch.Tensor] = {}
+    readers: dict[int, list[str]] = {}
+    alive: list[torch.Tensor] = []  # first-batch inputs stay referenced, so their ids stay unique
 
     def record(name: str, inputs: tuple[torch.Tensor, ...]) -> None:
         channel_max = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(dim=0)
+        if name not in ranges:
+            alive.append(inputs[0])
+            readers.setdefault(id(inputs[0]), []).append(name)
         ranges[name] = torch.maximum(ranges[name], channel_max) if name in ranges else channel_max
 
     hooks = [
@@ -161,7 +175,8 @@ def input_channel_ranges(model: TaskModel, batches: Sequence[dict[str, torch.Ten
     finally:
         for hook in hooks:
             hook.remove()
-    return ranges
+    alive.clear()
+    return ChannelStatistics(ranges, list(readers.values()))
 
 
 @contextlib.contextmanager
@@ -179,24 +194,29 @@ def _float_forward(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def smooth(model: TaskModel, channel_ranges: dict[str, torch.Tensor], alpha: float) -> int:
+def smooth(model: TaskModel, statistics: ChannelStatistics, alpha: float) -> int:
     """SmoothQuant: divide each quantized Linear's input by s per channel, multiply its weight by s.
 
-    s = max|x|^alpha / max|w|^(1-alpha) per input channel. The division is the input quantizer's
-    ``pre_quant_scale`` (exported as a Mul in front of QuantizeLinear); the weight's per-output-channel
-    ranges are recomputed. Returns how many layers were smoothed.
+    s = max|x|^alpha / max|w|^(1-alpha) per input channel, with max|w| taken over all Linears that read
+    the same tensor, so siblings (query/key/value) share one s, one Mul and one Q/DQ in the exported
+    graph. The division is the input quantizer's ``pre_quant_scale`` (a Mul in front of QuantizeLinear);
+    weight ranges are recomputed. Returns how many layers were smoothed.
     """
+    linears = quantized_linears(model)
     smoothed = 0
-    for name, module in quantized_linears(model).items():
-        if name not in channel_ranges or not getattr(module, INPUT_QUANTIZER).is_enabled:
+    for group in statistics.siblings:
+        members = [linears[name] for name in group if getattr(linears[name], INPUT_QUANTIZER).is_enabled]
+        if not members:
             continue
-        weight_range = module.weight.abs().amax(dim=0).clamp(min=1e-5)
-        scale = (channel_ranges[name].clamp(min=1e-5) ** alpha / weight_range ** (1 - alpha)).clamp(min=1e-5)
-        getattr(module, INPUT_QUANTIZER).pre_quant_scale = (1.0 / scale).to(module.weight.dtype)
-        module.weight.mul_(scale)
-        weight_quantizer = getattr(module, WEIGHT_QUANTIZER)
-        weight_quantizer.amax = module.weight.abs().amax(dim=1).reshape(weight_quantizer.amax.shape)
-        smoothed += 1
+        weight_range = torch.stack([m.weight.abs().amax(dim=0) for m in members]).amax(dim=0).clamp(min=1e-5)
+        activation_range = statistics.ranges[group[0]].clamp(min=1e-5)
+        scale = (activation_range**alpha / weight_range ** (1 - alpha)).clamp(min=1e-5)
+        for module in members:
+            getattr(module, INPUT_QUANTIZER).pre_quant_scale = (1.0 / scale).to(module.weight.dtype)
+            module.weight.mul_(scale)
+            weight_quantizer = getattr(module, WEIGHT_QUANTIZER)
+            weight_quantizer.amax = module.weight.abs().amax(dim=1).reshape(weight_quantizer.amax.shape)
+            smoothed += 1
     return smoothed
 
 
@@ -256,3 +276,29 @@ def summarize(model: nn.Module) -> QuantizationSummary:
         activation_quantizers=len(enabled_input_quantizers(model)),
         float_linear_names=float_names + tuple(plain),
     )
+
+
+def clip_gradients_outside_range(model: nn.Module) -> None:
+    """Make every quantizer's backward the clipped straight-through estimator: gradients pass unchanged
+    inside [-amax, amax] and are zero where the forward pass clipped (Model Optimizer's default passes
+    them everywhere). Quantization-aware training then learns to work within fixed, even poor, ranges."""
+    import modelopt.torch.quantization as mtq
+
+    mtq.set_quantizer_attributes_partial(model, "*", {"pass_through_bwd": False})
+
+
+def quantizer_state(model: nn.Module) -> dict:
+    """Model Optimizer's description of the quantizers in ``model`` (placement, settings, enabled flags;
+    not the amax values, which are in ``state_dict``). Plain data: loadable with ``weights_only=True``."""
+    import modelopt.torch.opt as mto
+
+    return mto.modelopt_state(model)  # type: ignore[no-any-return]
+
+
+def restore_quantizers(model: TaskModel, state: dict) -> TaskModel:
+    """Insert into the float ``model`` (in place) the quantizers that :func:`quantizer_state` described;
+    load the model's ``state_dict`` afterwards for the weights and ranges."""
+    import modelopt.torch.opt as mto
+
+    with contextlib.redirect_stdout(io.StringIO()):  # Model Optimizer prints how many quantizers it inserted
+        return mto.restore_from_modelopt_state(model, state)  # type: ignore[no-any-return]

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from .analyze import Analysis
     from .convert import ConvertReport
     from .demo import DemoResult
+    from .evaluate import EvaluationReport
 
 
 def _mb(size: int) -> str:
@@ -64,4 +66,44 @@ def demo_table(result: DemoResult) -> Table:
     table.add_row("latency p90", f"{fl.p90_ms:.1f} ms", f"{q.p90_ms:.1f} ms", f"{fl.p90_ms / q.p90_ms:.2f}x faster")
     table.add_row("throughput", f"{fl.throughput:.1f} seq/s", f"{q.throughput:.1f} seq/s",
                   f"{q.throughput / fl.throughput:.2f}x")
+    return table
+
+
+def engine_summary(record: dict) -> Table:
+    """What the engine build recorded: TensorRT version, GPU, precision, profiles, size."""
+    table = Table(title="TensorRT engine", show_header=False, title_justify="left")
+    table.add_column("item", style="bold")
+    table.add_column("value")
+    for key, value in record.items():
+        table.add_row(str(key), str(value))
+    return table
+
+
+def sensitivity_table(analysis: Analysis, rows: int = 15) -> Table:
+    """The most sensitive layers first: score with only that layer INT8 and the drop it causes."""
+    table = Table(title=f"Per-layer sensitivity ({analysis.metric}); all layers INT8: {analysis.all_int8_score:.4f}",
+                  title_justify="left", caption=f"charts and full list: {', '.join(map(str, analysis.files))}")
+    for column in ("rank", "layer", "score (only this layer INT8)", "drop"):
+        table.add_column(column)
+    for rank, item in enumerate(analysis.ranking[:rows], start=1):
+        table.add_row(str(rank), item.layer, f"{item.score:.5f}", f"{item.drop:.5f}")
+    return table
+
+
+def evaluation_table(report: EvaluationReport) -> Table:
+    """Float vs INT8 on a data file: task metrics with their delta, then how close the INT8 outputs are."""
+    from .evaluate import METRIC_NAMES, agreement_rows, format_number
+
+    labels = f"labels '{report.labels}'" if report.labels else "no labels"
+    title = f"float vs INT8 ({report.backend}) on {report.data}: {report.examples} examples, {labels}"
+    table = Table(title=title, title_justify="left")
+    for column in ("metric", "float", "INT8", "delta"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    deltas = report.deltas()
+    for key, value in report.metrics["float"].items():
+        table.add_row(METRIC_NAMES[key], format_number(value), format_number(report.metrics["int8"][key]),
+                      format_number(deltas[key], signed=True))
+    table.add_section()
+    for measure, value in agreement_rows(report.agreement):
+        table.add_row(f"INT8 vs float: {measure}", "", value, "")
     return table

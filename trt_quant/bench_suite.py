@@ -1,0 +1,95 @@
+"""The benchmark suite: trt-quant static INT8 against float and dynamic-quantization baselines."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .artifacts import INT8_ONNX, Manifest, load_manifest
+from .baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
+from .bench import BenchRow, Variant, benchmark, synthetic_feeds, write_report
+from .data import TextData, batched, read_texts
+from .errors import TrtQuantError
+from .runtime import load_runtime
+
+VARIANTS = ("pytorch-fp32", "pytorch-dynamic-int8", "ort-fp32", "ort-dynamic-int8", "trt-quant-int8")
+ACCURACY_TEXTS = 96
+
+
+@dataclass
+class BenchResult:
+    """Rows of the benchmark, the thread count used and the files written."""
+
+    rows: list[BenchRow]
+    threads: int
+    files: list[Path]
+
+
+def _variant(name: str, artifact: Path, manifest: Manifest, threads: int, workdir: Path) -> Variant:
+    outputs = manifest.output_names
+    if name == "pytorch-fp32":
+        return Variant(name, pytorch_runner(manifest))
+    if name == "pytorch-dynamic-int8":
+        return Variant(name, pytorch_runner(manifest, dynamic_int8=True))
+    if name == "ort-fp32":
+        return Variant(name, load_runtime(artifact, precision="float", threads=threads).run)
+    if name == "ort-dynamic-int8":
+        return Variant(name, ort_runner(ort_dynamic_int8_model(artifact, workdir / "dynamic.onnx"), outputs, threads))
+    if name == "trt-quant-int8":
+        return Variant(name, ort_runner(artifact / INT8_ONNX, outputs, threads))
+    if name in ("tensorrt-int8", "tensorrt-fp16"):
+        return Variant(name, load_runtime(artifact, backend="tensorrt").run)
+    raise TrtQuantError(f"Unknown benchmark variant '{name}': use any of {', '.join(VARIANTS)}.")
+
+
+def accuracy_batches(artifact: Path, texts: TextData, max_length: int = 128) -> list[dict[str, np.ndarray]]:
+    """Tokenized batches of real texts for the accuracy column."""
+    runtime = load_runtime(artifact, verify=False)
+    return [runtime.tokenize(batch.texts, batch.pairs, max_length) for batch in batched(texts, 16)]
+
+
+def run_benchmark(
+    artifact: str | Path,
+    batches: tuple[int, ...] = (1, 8, 32),
+    sequences: tuple[int, ...] = (32, 128),
+    variants: tuple[str, ...] = VARIANTS,
+    threads: int | None = None,
+    output: str | Path | None = None,
+    texts: str | Path | None = None,
+    warmup: int = 5,
+    iterations: int = 30,
+) -> BenchResult:
+    """Benchmark ``variants`` of an artifact's model over batch sizes and sequence lengths.
+
+    Accuracy is each variant's cosine against PyTorch float32 (ONNX Runtime float32 when the source model
+    is not at hand) on real sentences (``texts``, default: the built-in held-out sentences). Writes
+    bench.md, bench.json and two PNG plots into ``output`` (default: ARTIFACT/bench).
+    """
+    from .demo import builtin_text
+
+    directory = Path(artifact)
+    manifest = load_manifest(directory)
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    if not Path(manifest.source_model).exists():
+        variants = tuple(v for v in variants if not v.startswith("pytorch"))
+    if any(sequence > manifest.max_length for sequence in sequences):
+        raise TrtQuantError(f"A sequence length is above the model's maximum of {manifest.max_length}: use shorter --seq.")
+    sample = read_texts(texts or builtin_text("heldout.txt")).head(ACCURACY_TEXTS)
+    with tempfile.TemporaryDirectory() as workdir:
+        built = [_variant(name, directory, manifest, threads, Path(workdir)) for name in variants]
+        reference = built[0] if variants[0] in ("pytorch-fp32", "ort-fp32") else _variant(
+            "ort-fp32", directory, manifest, threads, Path(workdir))
+        per_token = {spec.name: len(spec.shape) > 1 and spec.shape[1] == "sequence" for spec in manifest.outputs}
+        rows = benchmark(
+            built, reference, lambda b, s: synthetic_feeds(manifest, b, s),
+            [(b, s) for s in sequences for b in batches], accuracy_batches(directory, sample), per_token,
+            warmup, iterations,
+        )
+    files = write_report(rows, Path(output) if output else directory / "bench", threads)
+    return BenchResult(rows, threads, files)
