@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from . import reports
+from .bench_suite import VARIANTS
 from .config import CALIBRATION_METHODS, QuantConfig
 from .errors import TrtQuantError
 
@@ -38,10 +39,16 @@ def convert(
     eval_data: Annotated[Path | None, typer.Option(help="Held-out data to measure INT8 against float.")] = None,
     quantize_residual: Annotated[bool, typer.Option(help="Also quantize LayerNorm inputs (costs accuracy).")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the model directory.")] = False,
+    engine: Annotated[bool, typer.Option(help="Also build a TensorRT engine (needs a GPU and trt-quant[gpu]).")] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Load, quantize, calibrate and export MODEL into an artifact directory."""
     from .convert import convert as run_convert
+
+    if engine:
+        from .engine import require_tensorrt
+
+        require_tensorrt()  # before any work: no partial artifact when the GPU step cannot run
 
     config = QuantConfig(method=method, percentile=percentile, calib_samples=calib_samples, batch_size=batch_size,
                          max_length=max_length, quantize_residual=quantize_residual)
@@ -49,6 +56,57 @@ def convert(
         report = run_convert(model, task, calib, output, config, text_column=text_column, pair_column=pair_column,
                              eval_data=eval_data, overwrite=overwrite, trust_remote_code=trust_remote_code)
     console.print(reports.convert_summary(report))
+    if engine:
+        from .engine import build_engine
+
+        console.print(reports.engine_summary(build_engine(output)))
+
+
+@app.command()
+def build(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
+    batch: Annotated[str, typer.Option(help="Batch range min,opt,max.")] = "1,8,32",
+    seq: Annotated[list[str] | None, typer.Option(help="Sequence range min,opt,max; repeat for several profiles.")] = None,
+    precision: Annotated[str, typer.Option(help="Float part of the graph: fp16, bf16 or fp32.")] = "fp16",
+    workspace: Annotated[int | None, typer.Option(help="Workspace limit in MiB.")] = None,
+    optimization_level: Annotated[int, typer.Option(help="Builder optimization level 0-5.")] = 3,
+    timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file, reused across builds.")] = None,
+    verify: Annotated[bool, typer.Option(help="Verify artifact checksums first.")] = True,
+) -> None:
+    """Build a strongly typed TensorRT engine from the artifact's INT8 ONNX (needs an NVIDIA GPU)."""
+    from .artifacts import load_manifest
+    from .engine import BuildConfig, build_engine, parse_profiles
+
+    manifest = load_manifest(artifact, verify=verify)
+    profiles = parse_profiles(batch, seq or [f"16,128,{manifest.max_length}"], manifest.max_length)
+    config = BuildConfig(precision=precision, profiles=tuple(profiles), workspace_mib=workspace,
+                         optimization_level=optimization_level, timing_cache=timing_cache)
+    console.print(reports.engine_summary(build_engine(artifact, config, verify=False)))
+
+
+@app.command()
+def triton(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
+    repo: Annotated[Path, typer.Option(help="Model repository directory to write.")],
+    name: Annotated[str | None, typer.Option(help="Model name (default: the artifact's name).")] = None,
+    backend: Annotated[str | None, typer.Option(help="tensorrt or onnxruntime (default: tensorrt if built).")] = None,
+    max_batch: Annotated[int, typer.Option(help="max_batch_size of the model.")] = 8,
+    instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
+    kind: Annotated[str | None, typer.Option(help="Instance kind: gpu or cpu.")] = None,
+    preferred_batch: Annotated[str | None, typer.Option(help="Preferred dynamic batch sizes, e.g. 4,8.")] = None,
+    max_queue_delay: Annotated[int, typer.Option(help="Dynamic batching max queue delay (microseconds).")] = 100,
+    max_length: Annotated[int | None, typer.Option(help="Tokenizer truncation length.")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write a Triton Inference Server model repository: model, tokenizer (Python backend), ensemble."""
+    from .triton import write_triton_repository
+
+    written = write_triton_repository(
+        artifact, repo, name=name, backend=backend, max_batch=max_batch, instances=instances, kind=kind,
+        preferred_batch_sizes=_integers(preferred_batch, "--preferred-batch") if preferred_batch else (),
+        max_queue_delay_us=max_queue_delay, overwrite=overwrite, max_length=max_length,
+    )
+    console.print(f"wrote Triton model repository {written} (see {written / 'README.md'})")
 
 
 @app.command()
@@ -85,6 +143,56 @@ def _show_warnings() -> None:
     handler.trt_quant_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
+
+
+@app.command()
+def analyze(
+    model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
+    task: Annotated[str, typer.Option(help="The model's task.")],
+    calib: Annotated[Path, typer.Option(help="Calibration data file.")],
+    output: Annotated[Path, typer.Option(help="Directory for sensitivity.json and sensitivity.png.")],
+    eval_data: Annotated[Path | None, typer.Option(help="Held-out data (default: calibration rows after the first N).")] = None,
+    method: Annotated[str, typer.Option(help=f"Calibration method: {', '.join(CALIBRATION_METHODS)}.")] = "max",
+    calib_samples: Annotated[int, typer.Option(help="Number of calibration examples.")] = 256,
+    max_length: Annotated[int, typer.Option(help="Maximum tokens per example.")] = 128,
+    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+) -> None:
+    """Rank Linear layers by how much quantizing each one alone degrades the output (table + bar chart)."""
+    from .analyze import analyze as run_analyze
+
+    result = run_analyze(model, task, calib, output, QuantConfig(method=method, calib_samples=calib_samples,
+                         max_length=max_length), eval_data=eval_data, text_column=text_column)
+    console.print(reports.sensitivity_table(result))
+
+
+def _integers(spec: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in spec.split(","))
+    except ValueError:
+        raise TrtQuantError(f"{option} '{spec}' is not a comma-separated list of integers: pass e.g. 1,8,32.") from None
+    if not values or min(values) < 1:
+        raise TrtQuantError(f"{option} '{spec}' must list positive integers: pass e.g. 1,8,32.")
+    return values
+
+
+@app.command()
+def bench(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,8,32",
+    seq: Annotated[str, typer.Option(help="Sequence lengths, comma-separated.")] = "32,128",
+    variants: Annotated[str, typer.Option(help="Variants, comma-separated.")] = ",".join(VARIANTS),
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    iterations: Annotated[int, typer.Option(help="Timed calls per shape.")] = 30,
+    output: Annotated[Path | None, typer.Option(help="Report directory (default ARTIFACT/bench).")] = None,
+) -> None:
+    """Latency percentiles and throughput of trt-quant INT8 against float and dynamic-INT8 baselines."""
+    from .bench import markdown_table
+    from .bench_suite import run_benchmark
+
+    result = run_benchmark(artifact, _integers(batch, "--batch"), _integers(seq, "--seq"),
+                           tuple(v.strip() for v in variants.split(",")), threads, output, iterations=iterations)
+    console.print(markdown_table(result.rows, result.threads), markup=False, highlight=False)
+    console.print("wrote " + ", ".join(str(path) for path in result.files))
 
 
 def main() -> None:

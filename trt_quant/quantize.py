@@ -140,7 +140,6 @@ def calibrate(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]], conf
     return ranges
 
 
-@torch.no_grad()
 @dataclass
 class ChannelStatistics:
     """Per-input-channel |x| maxima of quantized Linears, and groups of Linears that read one tensor."""
@@ -149,6 +148,7 @@ class ChannelStatistics:
     siblings: list[list[str]]
 
 
+@torch.no_grad()
 def input_channel_ranges(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]]) -> ChannelStatistics:
     """Per-input-channel absolute maximum of every quantized Linear's input, from a float forward pass,
     and which Linears read the very same tensor (query/key/value projections)."""
@@ -292,7 +292,7 @@ def quantizer_state(model: nn.Module) -> dict:
     not the amax values, which are in ``state_dict``). Plain data: loadable with ``weights_only=True``."""
     import modelopt.torch.opt as mto
 
-    return mto.modelopt_state(model)  # type: ignore[no-any-return]
+    return mto.modelopt_state(model)
 
 
 def restore_quantizers(model: TaskModel, state: dict) -> TaskModel:
@@ -301,4 +301,4 @@ def restore_quantizers(model: TaskModel, state: dict) -> TaskModel:
     import modelopt.torch.opt as mto
 
     with contextlib.redirect_stdout(io.StringIO()):  # Model Optimizer prints how many quantizers it inserted
-        return mto.restore_from_modelopt_state(model, state)  # type: ignore[no-any-return]
+        return mto.restore_from_modelopt_state(model, state)
