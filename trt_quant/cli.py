@@ -146,6 +146,30 @@ def _show_warnings() -> None:
 
 
 @app.command()
+def evaluate(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
+    data: Annotated[Path, typer.Option(help="Data file (SQuAD JSON for question answering).")],
+    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+    pair_column: Annotated[str | None, typer.Option(help="Column holding the second text.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Column holding gold labels or scores.")] = None,
+    backend: Annotated[str, typer.Option(help="INT8 backend: auto, onnxruntime or tensorrt.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 32,
+    max_length: Annotated[int | None, typer.Option(help="Truncation length (default: the model's maximum).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
+    write: Annotated[bool, typer.Option(help="Write report.md and report.json into the artifact.")] = True,
+) -> None:
+    """Compare float and INT8 on a data file: task metrics with labels, agreement and cosine without."""
+    from .evaluate import REPORT_JSON, REPORT_MD, evaluate_artifact
+
+    report = evaluate_artifact(artifact, data, text_column=text_column, pair_column=pair_column,
+                               label_column=label_column, backend=backend, batch_size=batch_size,
+                               max_length=max_length, limit=limit, write=write)
+    console.print(reports.evaluation_table(report))
+    if write:
+        console.print(f"wrote {artifact / REPORT_MD} and {artifact / REPORT_JSON}")
+
+
+@app.command()
 def analyze(
     model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
     task: Annotated[str, typer.Option(help="The model's task.")],

@@ -136,7 +136,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _pick_column(rows: list[dict[str, Any]], requested: str | None, guesses: Sequence[str], path: Path) -> str:
+def pick_column(rows: list[dict[str, Any]], requested: str | None, guesses: Sequence[str], path: Path) -> str:
     columns = list(rows[0].keys())
     if requested is not None:
         if requested not in columns:
@@ -179,12 +179,12 @@ def read_texts(
     """
     source = Path(path)
     rows = read_rows(source)
-    text_name = _pick_column(rows, text_column, TEXT_COLUMN_GUESSES, source)
+    text_name = pick_column(rows, text_column, TEXT_COLUMN_GUESSES, source)
     pair_name = pair_column
     if pair_name is None and guess_pairs:
         pair_name = next((guess for guess in PAIR_COLUMN_GUESSES if guess in rows[0]), None)
-    pairs = _column(rows, _pick_column(rows, pair_name, (), source), source, True) if pair_name else None
-    labels = _column(rows, _pick_column(rows, label_column, (), source), source, False) if label_column else None
+    pairs = _column(rows, pick_column(rows, pair_name, (), source), source, True) if pair_name else None
+    labels = _column(rows, pick_column(rows, label_column, (), source), source, False) if label_column else None
     texts = _column(rows, text_name, source, True)
     return TextData(texts, pairs, labels)
 

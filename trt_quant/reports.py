@@ -95,8 +95,9 @@ def evaluation_table(report: EvaluationReport) -> Table:
     from .evaluate import METRIC_NAMES, agreement_rows, format_number
 
     labels = f"labels '{report.labels}'" if report.labels else "no labels"
-    title = f"float vs INT8 ({report.backend}) on {report.data}: {report.examples} examples, {labels}"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=f"float vs INT8 ({report.backend}): {report.examples} examples, {labels}",
+                  caption=f"data: {report.data}; artifact: {report.artifact}",
+                  title_justify="left", caption_justify="left")
     for column in ("metric", "float", "INT8", "delta"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     deltas = report.deltas()
@@ -104,6 +105,6 @@ def evaluation_table(report: EvaluationReport) -> Table:
         table.add_row(METRIC_NAMES[key], format_number(value), format_number(report.metrics["int8"][key]),
                       format_number(deltas[key], signed=True))
     table.add_section()
-    for measure, value in agreement_rows(report.agreement):
-        table.add_row(f"INT8 vs float: {measure}", "", value, "")
+    for measure, shown in agreement_rows(report.agreement):
+        table.add_row(f"INT8 vs float: {measure}", "", shown, "")
     return table
