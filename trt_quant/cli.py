@@ -146,6 +146,38 @@ def _show_warnings() -> None:
 
 
 @app.command()
+def qat(
+    model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
+    task: Annotated[str, typer.Option(help="The model's task.")],
+    train: Annotated[Path, typer.Option(help="Training data with labels.")],
+    output: Annotated[Path, typer.Option(help="Artifact directory to write.")],
+    calib: Annotated[Path | None, typer.Option(help="Calibration data (default: the training texts).")] = None,
+    label_column: Annotated[str, typer.Option(help="Column holding the labels.")] = "label",
+    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+    pair_column: Annotated[str | None, typer.Option(help="Column holding the second text.")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Held-out data to measure INT8 against float.")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (AdamW, linear warm-up/decay).")] = 2e-5,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 16,
+    max_length: Annotated[int, typer.Option(help="Maximum tokens per example.")] = 128,
+    distill: Annotated[bool, typer.Option(help="Distil from the float model (KL on logits, MSE on hidden states).")] = False,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Write a checkpoint per epoch here.")] = None,
+    method: Annotated[str, typer.Option(help=f"Calibration method: {', '.join(CALIBRATION_METHODS)}.")] = "max",
+    overwrite: Overwrite = False,
+) -> None:
+    """Fine-tune a calibrated model with its quantizers active, then export exactly like convert."""
+    from .qat import QatConfig
+    from .qat import qat as run_qat
+
+    report = run_qat(model, task, train, output, calib=calib, label_column=label_column, text_column=text_column,
+                     pair_column=pair_column, quant_config=QuantConfig(method=method, max_length=max_length),
+                     qat_config=QatConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                                          max_length=max_length, distill=distill, checkpoint_dir=checkpoint_dir),
+                     eval_data=eval_data, overwrite=overwrite)
+    console.print(reports.convert_summary(report))
+
+
+@app.command()
 def evaluate(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
     data: Annotated[Path, typer.Option(help="Data file (SQuAD JSON for question answering).")],

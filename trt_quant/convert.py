@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import __version__
 from .artifacts import FLOAT_ONNX, INT8_ONNX, TOKENIZER_DIR, Manifest, check_output_dir, staged_directory, write_manifest
 from .config import ExportConfig, QuantConfig
@@ -24,6 +26,7 @@ from .models import LoadedModel, load_model
 from .quantize import quantize, summarize
 from .runtime.base import Runtime
 from .runtime.ort import OrtRuntime
+from .tasks import TaskModel
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,102 @@ def measure_agreement(stage: Path, manifest: Manifest, data: TextData, max_lengt
     )
 
 
+@dataclass
+class ArtifactSource:
+    """Where a quantized model came from, as the manifest records it.
+
+    ``evaluation`` holds examples kept apart from calibration (and training) on which the INT8 graph is
+    compared with the float graph, or None; ``extra_quantization`` adds entries to the manifest's
+    quantization block (e.g. how quantization-aware training ran).
+    """
+
+    model: str
+    name: str
+    calib_file: str
+    calib_samples: int
+    evaluation: TextData | None
+    evaluation_source: str
+    extra_quantization: dict[str, Any] = field(default_factory=dict)
+
+
+def write_int8_artifact(
+    stage: Path,
+    loaded: LoadedModel,
+    quantized: TaskModel,
+    sample: dict[str, torch.Tensor],
+    config: QuantConfig,
+    export_config: ExportConfig,
+    timings: dict[str, float],
+    source: ArtifactSource,
+) -> tuple[Manifest, list[Any]]:
+    """Everything after quantization: export the INT8 ONNX into ``stage`` (which already holds the float
+    ONNX), store its weights as INT8, save the tokenizer, check the graph, measure its agreement with the
+    float graph and write the manifest. Adds each step's seconds to ``timings``."""
+    step = time.perf_counter()
+    int8_graph = export_onnx(quantized, sample, stage / INT8_ONNX, export_config.opset)
+    graph_edits = finalize_int8_graph(int8_graph, config.int8_embeddings)
+    save_onnx(int8_graph, stage / INT8_ONNX)
+    loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
+    timings["export int8"] = time.perf_counter() - step
+
+    step = time.perf_counter()
+    findings = _run_check(stage / INT8_ONNX)
+    timings["check"] = time.perf_counter() - step
+
+    summary = summarize(quantized)
+    float_bytes = (stage / FLOAT_ONNX).stat().st_size
+    int8_bytes = (stage / INT8_ONNX).stat().st_size
+    manifest = Manifest(
+        name=source.name,
+        source_model=source.model,
+        family=loaded.recipe.family,
+        model_type=loaded.config.model_type,
+        task=loaded.task.name,
+        max_length=loaded.max_positions,
+        inputs=graph_inputs(int8_graph),
+        outputs=graph_outputs(int8_graph),
+        quantization={
+            "library": "nvidia-modelopt",
+            "method": config.method,
+            "percentile": config.percentile if config.method == "percentile" else None,
+            "calib_file": source.calib_file,
+            "calib_samples": source.calib_samples,
+            "calib_samples_requested": config.calib_samples,
+            "batch_size": config.batch_size,
+            "max_length": config.max_length,
+            "quantize_residual": config.quantize_residual,
+            "weights": "int8 per output channel, symmetric",
+            "activations": "int8 per tensor, symmetric",
+            "quantized_linears": summary.quantized_linears,
+            "float_linears": list(summary.float_linear_names),
+            **graph_edits,
+            "smoothquant_alpha": config.smoothquant,
+            "quantize_linear_nodes": count_ops(int8_graph, "QuantizeLinear"),
+            "dequantize_linear_nodes": count_ops(int8_graph, "DequantizeLinear"),
+            "opset": export_config.opset,
+        },
+        sizes={
+            "float_onnx_bytes": float_bytes,
+            "int8_onnx_bytes": int8_bytes,
+            "int8_to_float_ratio": round(int8_bytes / float_bytes, 4),
+        },
+        versions=library_versions(),
+    )
+    manifest.quantization.update(source.extra_quantization)
+    manifest.quantization["check"] = [finding.__dict__ for finding in findings]
+    if source.evaluation is not None:
+        step = time.perf_counter()
+        agreement = measure_agreement(stage, manifest, source.evaluation, config.max_length)
+        manifest.accuracy = {
+            "backend": "onnxruntime", "data": source.evaluation_source, **agreement.as_dict()
+        }
+        timings["measure accuracy"] = time.perf_counter() - step
+    else:
+        manifest.accuracy = {"data": source.evaluation_source}
+    write_manifest(stage, manifest)
+    return manifest, findings
+
+
 def convert(
     model: str | Path,
     task: str,
@@ -134,67 +233,14 @@ def convert(
         quantized = quantize(loaded.model, batches, config, extra_float=loaded.recipe.keep_float)
         timings["quantize + calibrate"] = time.perf_counter() - step
 
-        step = time.perf_counter()
-        int8_graph = export_onnx(quantized, batches[0], stage / INT8_ONNX, export_config.opset)
-        graph_edits = finalize_int8_graph(int8_graph, config.int8_embeddings)
-        save_onnx(int8_graph, stage / INT8_ONNX)
-        loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
-        timings["export int8"] = time.perf_counter() - step
-
-        step = time.perf_counter()
-        findings = _run_check(stage / INT8_ONNX)
-        timings["check"] = time.perf_counter() - step
-
-        summary = summarize(quantized)
-        float_bytes = (stage / FLOAT_ONNX).stat().st_size
-        int8_bytes = (stage / INT8_ONNX).stat().st_size
-        manifest = Manifest(
-            name=name or output.name,
-            source_model=str(model),
-            family=loaded.recipe.family,
-            model_type=loaded.config.model_type,
-            task=task,
-            max_length=loaded.max_positions,
-            inputs=graph_inputs(int8_graph),
-            outputs=graph_outputs(int8_graph),
-            quantization={
-                "library": "nvidia-modelopt",
-                "method": config.method,
-                "percentile": config.percentile if config.method == "percentile" else None,
-                "calib_file": str(calib),
-                "calib_samples": len(calibration),
-                "calib_samples_requested": config.calib_samples,
-                "batch_size": config.batch_size,
-                "max_length": config.max_length,
-                "quantize_residual": config.quantize_residual,
-                "weights": "int8 per output channel, symmetric",
-                "activations": "int8 per tensor, symmetric",
-                "quantized_linears": summary.quantized_linears,
-                "float_linears": list(summary.float_linear_names),
-                **graph_edits,
-                "smoothquant_alpha": config.smoothquant,
-                "quantize_linear_nodes": count_ops(int8_graph, "QuantizeLinear"),
-                "dequantize_linear_nodes": count_ops(int8_graph, "DequantizeLinear"),
-                "opset": export_config.opset,
-            },
-            sizes={
-                "float_onnx_bytes": float_bytes,
-                "int8_onnx_bytes": int8_bytes,
-                "int8_to_float_ratio": round(int8_bytes / float_bytes, 4),
-            },
-            versions=library_versions(),
+        manifest, findings = write_int8_artifact(
+            stage, loaded, quantized, batches[0], config, export_config, timings,
+            ArtifactSource(
+                str(model), name or output.name, str(calib), len(calibration), evaluation, evaluation_source
+            ),
         )
-        manifest.quantization["check"] = [finding.__dict__ for finding in findings]
-        if evaluation is not None:
-            step = time.perf_counter()
-            agreement = measure_agreement(stage, manifest, evaluation, config.max_length)
-            manifest.accuracy = {"backend": "onnxruntime", "data": evaluation_source, **agreement.as_dict()}
-            timings["measure accuracy"] = time.perf_counter() - step
-        else:
-            manifest.accuracy = {"data": evaluation_source}
-        write_manifest(stage, manifest)
     timings["total"] = time.perf_counter() - started
     return ConvertReport(output, manifest, timings, findings)
 
 
-__all__ = ["ConvertReport", "convert", "library_versions"]
+__all__ = ["ArtifactSource", "ConvertReport", "convert", "library_versions", "write_int8_artifact"]

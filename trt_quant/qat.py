@@ -1,0 +1,569 @@
+"""Quantization-aware training (QAT): fine-tune a calibrated model with its INT8 quantizers active.
+
+The forward pass fake-quantizes exactly as the exported graph will (Model Optimizer's quantizers, whose
+ranges stay at their calibrated amax); the backward pass is the clipped straight-through estimator. The
+loss is the task loss on labels (cross-entropy, or MSE for a single-logit regression head), or, without
+labels, the distance to the float model's outputs; optional distillation from the float model adds the
+KL divergence of temperature-softened logits and the MSE of the last hidden states. :func:`qat` runs the
+whole pipeline and writes the same artifact as :func:`~trt_quant.convert.convert`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import pickle
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .artifacts import FLOAT_ONNX, check_output_dir, staged_directory
+from .config import ExportConfig, QuantConfig
+from .convert import EVAL_SAMPLES, ArtifactSource, ConvertReport, check_max_length, write_int8_artifact
+from .data import TextData, pick_column, read_rows, read_texts, select_inputs, tokenize, tokenize_batches
+from .errors import TrtQuantError
+from .evaluate import CLASSIFYING_TASKS
+from .export import export_onnx
+from .models import LoadedModel, load_model
+from .progress import progress
+from .quantize import (
+    clip_gradients_outside_range,
+    quantize,
+    quantized_linears,
+    quantizer_state,
+    restore_quantizers,
+    round_embeddings,
+)
+from .tasks import TaskModel
+
+log = logging.getLogger(__name__)
+
+LABELLED_TASKS = ("text-classification", "token-classification")
+IGNORE_INDEX = -100  # token labels of sub-tokens after a word's first, and of special tokens
+MAX_GRAD_NORM = 1.0
+CHECKPOINT_NAME = "epoch-{epoch:03d}.pt"
+WORD_COLUMN_GUESSES = ("tokens", "words")
+
+LabelledBatch = tuple[dict[str, torch.Tensor], torch.Tensor | None]
+"""Model inputs by name, and the labels of the batch (None: learn the float model's outputs)."""
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """How to fine-tune a quantized model.
+
+    AdamW with ``learning_rate`` and ``weight_decay`` (not on biases and LayerNorm weights), warmed up
+    linearly over the first ``warmup_ratio`` of the steps and decayed linearly to zero. ``distill`` adds
+    ``kl_weight`` x KL(float || quantized) of the logits at ``temperature`` (MSE for a single-logit head)
+    and ``hidden_mse_weight`` x MSE of the last hidden states. With ``checkpoint_dir`` a checkpoint is
+    written after every epoch (``checkpoint_every_epoch``) or after the last one only.
+    """
+
+    epochs: int = 3
+    learning_rate: float = 2e-5
+    batch_size: int = 16
+    max_length: int = 128
+    distill: bool = False
+    temperature: float = 2.0
+    kl_weight: float = 1.0
+    hidden_mse_weight: float = 1.0
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    checkpoint_dir: Path | None = None
+    checkpoint_every_epoch: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise TrtQuantError("QAT needs at least one epoch: pass --epochs N with N >= 1.")
+        if not self.learning_rate > 0:
+            raise TrtQuantError(f"Learning rate {self.learning_rate} is not positive: pass one such as 2e-5.")
+        if self.batch_size < 1:
+            raise TrtQuantError("The batch size must be at least 1: pass --batch-size N with N >= 1.")
+        if self.max_length < 2:
+            raise TrtQuantError("The maximum length must be at least 2 tokens: pass --max-length 2 or more.")
+        if not self.temperature > 0:
+            raise TrtQuantError(f"Temperature {self.temperature} is not positive: pass a value such as 2.")
+        if self.kl_weight < 0 or self.hidden_mse_weight < 0 or self.weight_decay < 0:
+            raise TrtQuantError("Loss weights and weight decay cannot be negative: pass values of 0 or more.")
+        if self.distill and self.kl_weight == 0 and self.hidden_mse_weight == 0:
+            raise TrtQuantError(
+                "Distillation with a KL weight and a hidden-state weight of 0 does nothing: set one above 0 "
+                "or turn distillation off."
+            )
+        if not 0 <= self.warmup_ratio < 1:
+            raise TrtQuantError(f"Warmup ratio {self.warmup_ratio} is out of range: pass a value in [0, 1).")
+        if self.checkpoint_dir is not None:
+            directory = Path(self.checkpoint_dir)
+            if directory.exists() and not directory.is_dir():
+                raise TrtQuantError(f"Checkpoint path {directory} is a file: pass a directory instead.")
+            object.__setattr__(self, "checkpoint_dir", directory)
+
+
+def save_checkpoint(model: TaskModel, path: Path, epoch: int) -> None:
+    """Write the quantized model's weights, ranges and quantizer layout to ``path`` (atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}"
+    checkpoint = {"state_dict": model.state_dict(), "epoch": epoch, "quantizers": quantizer_state(model)}
+    torch.save(checkpoint, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(model: TaskModel, path: str | Path) -> tuple[TaskModel, int]:
+    """Restore a :func:`save_checkpoint` file into ``model``, the float model it was trained from (as
+    :func:`~trt_quant.models.load_model` returns it): quantizers are inserted as they were, then weights
+    and ranges loaded. Returns the quantized model (in eval mode) and the epoch the checkpoint ends."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrtQuantError(f"Checkpoint {path} does not exist: pass a file written by QAT (epoch-NNN.pt).")
+    if quantized_linears(model):
+        raise TrtQuantError(
+            "The model already has quantizers: pass the float model as load_model returns it, a checkpoint "
+            "brings its own quantizers."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        restored = restore_quantizers(model, checkpoint["quantizers"])
+        restored.load_state_dict(checkpoint["state_dict"])
+    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as exc:
+        raise TrtQuantError(
+            f"Checkpoint {path} does not fit this model ({str(exc).splitlines()[0][:120]}): pass the model "
+            "it was trained from, or a checkpoint written by QAT."
+        ) from exc
+    restored.eval()
+    return restored, int(checkpoint["epoch"])
+
+
+def _forward(
+    model: TaskModel, feeds: dict[str, torch.Tensor]
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """The task outputs and the last hidden states (the TaskModel's own forward, plus hidden states)."""
+    inputs = {name: feeds[name] for name in model.input_names}
+    output = model.model(**inputs, output_hidden_states=True, return_dict=True)
+    return model.task.select(output, _mask(feeds)), output.hidden_states[-1]
+
+
+def _mask(feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+    mask = feeds.get("attention_mask")
+    return mask if mask is not None else torch.ones_like(feeds["input_ids"])
+
+
+def _label_loss(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task == "token-classification":
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return values.mean()
+    weights = mask.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def _logit_distance(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """KL(teacher || student) of softmax(logits / T), times T^2; MSE for a single logit (regression)."""
+    if student.shape[-1] == 1:
+        return _masked_mean((student - teacher).square().squeeze(-1), mask)
+    target = F.log_softmax(teacher / temperature, dim=-1)
+    divergence = (target.exp() * (target - F.log_softmax(student / temperature, dim=-1))).sum(-1)
+    return _masked_mean(divergence, mask) * temperature**2
+
+
+def _logits_distance(
+    task: TaskModel, student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], temperature: float,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Mean :func:`_logit_distance` over the task's outputs; per-token logits count unpadded tokens only."""
+    distances = [
+        _logit_distance(mine, theirs, temperature, mask if per_token and mine.dim() == 3 else None)
+        for mine, theirs, per_token in zip(student, teacher, task.task.per_token, strict=True)
+    ]
+    return torch.stack(distances).mean()
+
+
+def _hidden_distance(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return _masked_mean((student - teacher).square().mean(-1), mask)
+
+
+def _output_distance(
+    model: TaskModel, student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], mask: torch.Tensor
+) -> torch.Tensor:
+    """How far the task outputs are from the float model's: 1 - cosine for sentence embeddings, MSE for
+    token features, KL at temperature 1 for logits."""
+    if model.task.name == "sentence-embedding":
+        return (1 - F.cosine_similarity(student[0], teacher[0], dim=-1)).mean()
+    if model.task.name == "feature-extraction":
+        return _hidden_distance(student[0], teacher[0], mask)
+    return _logits_distance(model, student, teacher, 1.0, mask)
+
+
+def _loss(
+    model: TaskModel, teacher: TaskModel | None, feeds: dict[str, torch.Tensor], labels: torch.Tensor | None,
+    config: QatConfig,
+) -> torch.Tensor:
+    outputs, hidden = _forward(model, feeds)
+    mask = _mask(feeds)
+    reference: tuple[tuple[torch.Tensor, ...], torch.Tensor] | None = None
+    if teacher is not None:
+        with torch.no_grad():
+            reference = _forward(teacher, feeds)
+    if labels is not None:
+        loss = _label_loss(model.task.name, outputs[0], labels)
+    else:
+        assert reference is not None  # checked by train_qat
+        loss = _output_distance(model, outputs, reference[0], mask)
+    if config.distill and reference is not None:
+        if config.kl_weight and model.task.name in CLASSIFYING_TASKS:
+            distance = _logits_distance(model, outputs, reference[0], config.temperature, mask)
+            loss = loss + config.kl_weight * distance
+        if config.hidden_mse_weight:
+            loss = loss + config.hidden_mse_weight * _hidden_distance(hidden, reference[1], mask)
+    return loss
+
+
+def _check_training(
+    model: TaskModel, teacher: TaskModel | None, batches: Sequence[LabelledBatch], config: QatConfig
+) -> None:
+    if not batches:
+        raise TrtQuantError("There is no training data: pass a training file with at least one example.")
+    if not quantized_linears(model):
+        raise TrtQuantError("The model has no quantizers: quantize and calibrate it before QAT.")
+    unlabelled = any(labels is None for _, labels in batches)
+    if teacher is None and (config.distill or unlabelled):
+        reason = "distillation" if config.distill else "training without labels"
+        raise TrtQuantError(f"{reason.capitalize()} needs the float model: pass it as the teacher.")
+    if not unlabelled and model.task.name not in LABELLED_TASKS:
+        raise TrtQuantError(
+            f"A {model.task.name} model learns from the float model's outputs, not from labels: "
+            "pass batches without labels and the float model as the teacher."
+        )
+
+
+def _parameter_groups(model: TaskModel, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not on biases and LayerNorm weights), as BERT fine-tuning does."""
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    return [
+        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warmup to 1 over ``warmup`` steps, then linear decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def train_qat(
+    quantized_model: TaskModel,
+    teacher: TaskModel | None,
+    batches_with_labels: Sequence[LabelledBatch],
+    config: QatConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TaskModel:
+    """Fine-tune ``quantized_model`` (in place) with its quantizers active; return it in eval mode.
+
+    ``teacher`` is the float model, needed for distillation and for batches without labels (it is frozen
+    here). Quantizer ranges stay fixed; gradients are zero where a quantizer clipped. ``on_epoch`` is
+    called after each epoch with its number and mean training loss. Seeded: the same inputs give the same
+    model; the global random state is left as it was.
+    """
+    _check_training(quantized_model, teacher, batches_with_labels, config)
+    model = quantized_model
+    clip_gradients_outside_range(model)
+    if teacher is not None:
+        teacher.eval()
+        teacher.requires_grad_(False)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.learning_rate)
+    total = config.epochs * len(batches_with_labels)
+    schedule = _linear_schedule(int(config.warmup_ratio * total), total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        shuffle = torch.Generator().manual_seed(config.seed)
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            order = torch.randperm(len(batches_with_labels), generator=shuffle).tolist()
+            losses = []
+            for index in progress(order, f"QAT epoch {epoch}/{config.epochs}", total=len(order)):
+                feeds, labels = batches_with_labels[index]
+                loss = _loss(model, teacher, feeds, labels, config)
+                if not torch.isfinite(loss):
+                    raise TrtQuantError(
+                        f"QAT diverged (loss {loss.item()} in epoch {epoch}): pass a lower learning rate."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+            mean_loss = sum(losses) / len(losses)
+            log.info("QAT epoch %d/%d: mean training loss %.4f", epoch, config.epochs, mean_loss)
+            last = epoch == config.epochs
+            if config.checkpoint_dir is not None and (config.checkpoint_every_epoch or last):
+                save_checkpoint(model, config.checkpoint_dir / CHECKPOINT_NAME.format(epoch=epoch), epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, mean_loss)
+    model.eval()
+    return model
+
+
+def _class_ids(labels: Sequence[Any], loaded: LoadedModel, source: str) -> list[int]:
+    """Class indices from integer labels, digit strings or the model's label names (config.label2id)."""
+    classes = int(loaded.config.num_labels)
+    by_name = {str(name): int(index) for name, index in (loaded.config.label2id or {}).items()}
+    ids = []
+    for number, label in enumerate(labels, start=1):
+        name = label.strip() if isinstance(label, str) else None
+        value: Any = by_name.get(name, label) if name is not None else label
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < classes:
+            raise TrtQuantError(
+                f"Label {label!r} in row {number} of {source} is not a class of this model (0 to "
+                f"{classes - 1} or one of {', '.join(by_name)}): fix that row or pass the label column that "
+                "holds classes."
+            )
+        ids.append(value)
+    return ids
+
+
+def _regression_targets(labels: Sequence[Any], source: str) -> list[float]:
+    targets = []
+    for number, label in enumerate(labels, start=1):
+        try:
+            value = float(label)
+        except (TypeError, ValueError):
+            value = math.nan
+        if isinstance(label, bool) or not math.isfinite(value):
+            raise TrtQuantError(
+                f"Label {label!r} in row {number} of {source} is not a number, which a single-logit "
+                "regression model needs: fix that row."
+            )
+        targets.append(value)
+    return targets
+
+
+def _shuffled(count: int, seed: int) -> list[int]:
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _sequence_batches(
+    loaded: LoadedModel, data: TextData, source: str, config: QatConfig
+) -> list[LabelledBatch]:
+    """Text classification (labels per text) and the tasks that learn the float outputs (no labels)."""
+    targets: list[Any] | None = None
+    if data.labels is not None and int(loaded.config.num_labels) == 1:
+        targets = _regression_targets(data.labels, source)
+    elif data.labels is not None:
+        targets = _class_ids(data.labels, loaded, source)
+    order = _shuffled(len(data), config.seed)
+    batches: list[LabelledBatch] = []
+    for start in range(0, len(order), config.batch_size):
+        rows = order[start : start + config.batch_size]
+        part = TextData([data.texts[i] for i in rows], [data.pairs[i] for i in rows] if data.pairs else None)
+        feeds = tokenize(loaded.tokenizer, part, loaded.input_names, config.max_length)
+        batches.append((feeds, torch.tensor([targets[i] for i in rows]) if targets is not None else None))
+    return batches
+
+
+def _word_lists(rows: list[dict[str, Any]], column: str, source: str) -> list[list[str]]:
+    words = []
+    for number, row in enumerate(rows, start=1):
+        value = row.get(column)
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list) or not value or not all(isinstance(word, str) for word in value):
+            raise TrtQuantError(f"Row {number} of {source} has no words in column '{column}': write a list.")
+        words.append(value)
+    return words
+
+
+def _token_batches(
+    loaded: LoadedModel, rows: list[dict[str, Any]], text_column: str | None, label_column: str | None,
+    source: Path, config: QatConfig,
+) -> tuple[list[LabelledBatch], TextData]:
+    """Token classification: a list of words per row and, with labels, one tag per word; the first
+    sub-token of each word carries its tag. Returns the batches and the rows as texts (for calibration)."""
+    from transformers import AutoTokenizer
+
+    words = _word_lists(rows, pick_column(rows, text_column, WORD_COLUMN_GUESSES, source), str(source))
+    tags: list[list[int]] | None = None
+    if label_column is not None:
+        column = pick_column(rows, label_column, (), source)
+        tags = []
+        for number, (record, record_words) in enumerate(zip(rows, words, strict=True), start=1):
+            value = record[column].split() if isinstance(record[column], str) else record[column]
+            if not isinstance(value, list) or len(value) != len(record_words):
+                raise TrtQuantError(
+                    f"Row {number} of {source} has {len(record_words)} words but its '{column}' is not a "
+                    f"list of {len(record_words)} tags: give one tag per word."
+                )
+            tags.append(_class_ids(value, loaded, f"{source} (row {number})"))
+    # Words are tokenized one by one; byte-level BPE tokenizers (RoBERTa) must prefix each with a space.
+    tokenizer = AutoTokenizer.from_pretrained(loaded.source, add_prefix_space=True)
+    order = _shuffled(len(words), config.seed)
+    batches: list[LabelledBatch] = []
+    for start in range(0, len(order), config.batch_size):
+        rows_here = order[start : start + config.batch_size]
+        encoded = tokenizer([words[i] for i in rows_here], is_split_into_words=True, truncation=True,
+                            max_length=config.max_length, padding=True, return_tensors="pt")
+        labels = None
+        if tags is not None:
+            labels = torch.full(encoded["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
+            for row, index in enumerate(rows_here):
+                previous = None
+                for position, word in enumerate(encoded.word_ids(row)):
+                    if word is not None and word != previous:
+                        labels[row, position] = tags[index][word]
+                    previous = word
+        batches.append((select_inputs(encoded, loaded.input_names), labels))
+    return batches, TextData([" ".join(row_words) for row_words in words])
+
+
+def read_inputs(
+    loaded: LoadedModel, path: str | Path, text_column: str | None, pair_column: str | None
+) -> TextData:
+    """Texts (and second texts) as the task's training data holds them; token-classification words joined."""
+    if loaded.task.name == "token-classification":
+        rows = read_rows(path)
+        words = _word_lists(rows, pick_column(rows, text_column, WORD_COLUMN_GUESSES, Path(path)), str(path))
+        return TextData([" ".join(row_words) for row_words in words])
+    return read_texts(path, text_column, pair_column, guess_pairs=True)
+
+
+def training_batches(
+    loaded: LoadedModel, train_data: str | Path, label_column: str | None, text_column: str | None,
+    pair_column: str | None, config: QatConfig,
+) -> tuple[list[LabelledBatch], TextData]:
+    """Shuffled (seeded), tokenized training batches with labels where the task has them, and the
+    training texts. Labels are read for text and token classification only; other tasks learn the
+    float model's outputs."""
+    labelled = label_column if loaded.task.name in LABELLED_TASKS else None
+    if loaded.task.name == "token-classification":
+        return _token_batches(loaded, read_rows(train_data), text_column, labelled, Path(train_data), config)
+    data = read_texts(train_data, text_column, pair_column, labelled, guess_pairs=True)
+    return _sequence_batches(loaded, data, str(train_data), config), TextData(data.texts, data.pairs)
+
+
+def qat(
+    model: str | Path,
+    task: str,
+    train_data: str | Path,
+    output: str | Path,
+    calib: str | Path | None = None,
+    label_column: str | None = "label",
+    text_column: str | None = None,
+    pair_column: str | None = None,
+    quant_config: QuantConfig | None = None,
+    qat_config: QatConfig | None = None,
+    eval_data: str | Path | None = None,
+    overwrite: bool = False,
+    export_config: ExportConfig | None = None,
+    trust_remote_code: bool = False,
+    name: str | None = None,
+) -> ConvertReport:
+    """Quantize ``model``, fine-tune it with its quantizers active on ``train_data``, write an artifact.
+
+    Calibration (PTQ) uses ``calib``, or the first training texts when it is None. Labels come from
+    ``label_column`` for text classification (class index or name; a number for a single-logit head) and
+    token classification (a words column such as "tokens" and one tag per word); with ``label_column``
+    None, and for the other tasks, the model learns the float model's outputs. The artifact is written
+    exactly as :func:`~trt_quant.convert.convert` writes it (the float ONNX is the model before QAT), and
+    its manifest's quantization block gets a "qat" entry. Agreement is measured on ``eval_data`` only:
+    every training row has been seen.
+    """
+    quant_config = quant_config or QuantConfig()
+    qat_config = qat_config or QatConfig()
+    export_config = export_config or ExportConfig()
+    output = Path(output)
+    check_output_dir(output, overwrite)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    loaded = load_model(model, task, trust_remote_code=trust_remote_code)
+    check_max_length(loaded, max(quant_config.max_length, qat_config.max_length))
+    batches, train_texts = training_batches(
+        loaded, train_data, label_column, text_column, pair_column, qat_config
+    )
+    calib_texts = read_inputs(loaded, calib, text_column, pair_column) if calib is not None else train_texts
+    calibration = calib_texts.head(quant_config.calib_samples)
+    calib_batches = tokenize_batches(
+        loaded.tokenizer, calibration, loaded.input_names, quant_config.batch_size, quant_config.max_length
+    )
+    evaluation = None
+    if eval_data is not None:
+        evaluation = read_inputs(loaded, eval_data, text_column, pair_column).head(EVAL_SAMPLES)
+    timings["load"] = time.perf_counter() - started
+
+    with staged_directory(output, overwrite) as stage:
+        step = time.perf_counter()
+        loaded.recipe.export_fix(loaded.model)
+        export_onnx(loaded.model, calib_batches[0], stage / FLOAT_ONNX, export_config.opset)
+        timings["export float"] = time.perf_counter() - step
+
+        step = time.perf_counter()
+        unlabelled = any(labels is None for _, labels in batches)
+        teacher = copy.deepcopy(loaded.model) if qat_config.distill or unlabelled else None
+        quantized = quantize(loaded.model, calib_batches, quant_config, extra_float=loaded.recipe.keep_float)
+        timings["quantize + calibrate"] = time.perf_counter() - step
+
+        step = time.perf_counter()
+        losses: list[float] = []
+        train_qat(quantized, teacher, batches, qat_config, on_epoch=lambda _, loss: losses.append(loss))
+        if quant_config.int8_embeddings:
+            round_embeddings(quantized)  # the trained tables, rounded as the INT8 graph stores them
+        timings["qat"] = time.perf_counter() - step
+
+        source = ArtifactSource(
+            model=str(model),
+            name=name or output.name,
+            calib_file=str(calib if calib is not None else train_data),
+            calib_samples=len(calibration),
+            evaluation=evaluation,
+            evaluation_source="evaluation file" if evaluation is not None else "none (no eval_data given)",
+            extra_quantization={
+                "qat": {
+                    "train_file": str(train_data),
+                    "examples": sum(len(feeds["input_ids"]) for feeds, _ in batches),
+                    "labels": label_column if not unlabelled else None,
+                    "epochs": qat_config.epochs,
+                    "learning_rate": qat_config.learning_rate,
+                    "batch_size": qat_config.batch_size,
+                    "max_length": qat_config.max_length,
+                    "distill": qat_config.distill,
+                    "temperature": qat_config.temperature if qat_config.distill else None,
+                    "kl_weight": qat_config.kl_weight if qat_config.distill else None,
+                    "hidden_mse_weight": qat_config.hidden_mse_weight if qat_config.distill else None,
+                    "seed": qat_config.seed,
+                    "epoch_losses": [round(loss, 6) for loss in losses],
+                    "final_train_loss": round(losses[-1], 6),
+                }
+            },
+        )
+        manifest, findings = write_int8_artifact(
+            stage, loaded, quantized, calib_batches[0], quant_config, export_config, timings, source
+        )
+    timings["total"] = time.perf_counter() - started
+    return ConvertReport(output, manifest, timings, findings)
+
+
+__all__ = ["QatConfig", "load_checkpoint", "qat", "save_checkpoint", "train_qat"]
