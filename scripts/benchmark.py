@@ -46,8 +46,14 @@ def timed_convert(model: Path, output: Path, samples: int) -> tuple[float, float
 
 def _convert_in_this_process(model: Path, output: Path, samples: int) -> tuple[float, float]:
     start = time.perf_counter()
-    convert(model, "sentence-embedding", builtin_text("calibration.txt"), output,
-            QuantConfig(calib_samples=samples), overwrite=True)
+    convert(
+        model,
+        "sentence-embedding",
+        builtin_text("calibration.txt"),
+        output,
+        QuantConfig(calib_samples=samples, weight_bits=7),
+        overwrite=True,
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return time.perf_counter() - start, peak
 
@@ -68,10 +74,13 @@ def main() -> int:
     for name, model in models:
         artifact = arguments.output / name
         seconds, peak = timed_convert(model, artifact, 256)
-        print(f"## {name}\n\nconversion (load, quantize, calibrate 256 samples, export, check): "
-              f"{seconds:.1f} s, peak resident memory {peak:.2f} GiB\n")
-        result = run_benchmark(artifact, batches, sequences, iterations=arguments.iterations,
-                               output=artifact / "bench")
+        print(
+            f"## {name}\n\nconversion (load, quantize, calibrate 256 samples, export, check): "
+            f"{seconds:.1f} s, peak resident memory {peak:.2f} GiB\n"
+        )
+        result = run_benchmark(
+            artifact, batches, sequences, iterations=arguments.iterations, output=artifact / "bench"
+        )
         print(markdown_table(result.rows, result.threads))
         print("wrote " + ", ".join(str(path) for path in result.files) + "\n")
     return 0

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from tiny_models import make_tiny_model, sentences
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,13 +37,19 @@ def calib_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str, str], Path],
-                  calib_file: Path) -> Path:
+def tiny_artifact(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str, str], Path], calib_file: Path
+) -> Path:
     """A converted tiny BERT text-classification artifact (INT8 + float ONNX, tokenizer, manifest)."""
     from trt_quant.config import QuantConfig
     from trt_quant.convert import convert
 
     output = tmp_path_factory.mktemp("artifacts") / "tiny-bert"
-    convert(tiny_model("bert", "text-classification"), "text-classification", calib_file, output,
-            QuantConfig(calib_samples=64, batch_size=16, max_length=32))
+    convert(
+        tiny_model("bert", "text-classification"),
+        "text-classification",
+        calib_file,
+        output,
+        QuantConfig(calib_samples=64, batch_size=16, max_length=32),
+    )
     return output

@@ -30,17 +30,20 @@ class SteppedConversion:
     batches: list[dict[str, torch.Tensor]]
 
 
-def convert_step_by_step(model_dir: Path, task: str, texts: list[str], directory: Path,
-                         config: QuantConfig) -> SteppedConversion:
+def convert_step_by_step(
+    model_dir: Path, task: str, texts: list[str], directory: Path, config: QuantConfig
+) -> SteppedConversion:
     """load -> export float -> quantize + calibrate -> export INT8 -> fold weights, one public call each."""
     loaded = load_model(model_dir, task)
-    batches = tokenize_batches(loaded.tokenizer, TextData(texts), loaded.input_names, config.batch_size,
-                               config.max_length)
+    batches = tokenize_batches(
+        loaded.tokenizer, TextData(texts), loaded.input_names, config.batch_size, config.max_length
+    )
     float_model = copy.deepcopy(loaded.model)
     export_onnx(loaded.model, batches[0], directory / "float.onnx", 17)
     quantized = quantize(loaded.model, batches, config)
     graph = export_onnx(quantized, batches[0], directory / "int8.onnx", 17)
     finalize_int8_graph(graph, config.int8_embeddings)
     save_onnx(graph, directory / "int8.onnx")
-    return SteppedConversion(loaded, float_model, quantized, directory / "float.onnx", directory / "int8.onnx",
-                             graph, batches)
+    return SteppedConversion(
+        loaded, float_model, quantized, directory / "float.onnx", directory / "int8.onnx", graph, batches
+    )

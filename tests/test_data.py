@@ -15,7 +15,7 @@ from trt_quant.errors import TrtQuantError
 
 ROWS = [
     {"sentence1": "A man is playing a guitar.", "sentence2": "Someone plays music.", "label": 1},
-    {"sentence1": "The cat sleeps, \"quietly\".", "sentence2": "A dog barks.", "label": 0},
+    {"sentence1": 'The cat sleeps, "quietly".', "sentence2": "A dog barks.", "label": 0},
     {"sentence1": "Zürich café, naïve résumé", "sentence2": "Prices rose 5% in São Paulo.", "label": 1},
 ]
 
@@ -28,8 +28,11 @@ def write_all_formats(directory: Path) -> dict[str, Path]:
         writer.writeheader()
         writer.writerows(ROWS)
     paths["tsv"] = directory / "d.tsv"
-    paths["tsv"].write_text("sentence1\tsentence2\tlabel\n" + "".join(
-        f"{r['sentence1']}\t{r['sentence2']}\t{r['label']}\n" for r in ROWS), encoding="utf-8")
+    paths["tsv"].write_text(
+        "sentence1\tsentence2\tlabel\n"
+        + "".join(f"{r['sentence1']}\t{r['sentence2']}\t{r['label']}\n" for r in ROWS),
+        encoding="utf-8",
+    )
     paths["jsonl"] = directory / "d.jsonl"
     paths["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in ROWS) + "\n", encoding="utf-8")
     paths["parquet"] = directory / "d.parquet"
@@ -85,7 +88,9 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
 
 def test_unknown_column_lists_the_columns(tmp_path: Path) -> None:
     path = write_all_formats(tmp_path)["csv"]
-    with pytest.raises(TrtQuantError, match=r"Column 'text' is not in .*use one of sentence1, sentence2, label"):
+    with pytest.raises(
+        TrtQuantError, match=r"Column 'text' is not in .*use one of sentence1, sentence2, label"
+    ):
         read_texts(path, text_column="text")
 
 

@@ -99,8 +99,9 @@ def test_entity_spans_refuse_non_bio_tags() -> None:
         ),
     ],
 )
-def test_entity_scores(predicted: list[list[str]], gold: list[list[str]], expected: tuple[float, float, float]
-                       ) -> None:
+def test_entity_scores(
+    predicted: list[list[str]], gold: list[list[str]], expected: tuple[float, float, float]
+) -> None:
     assert metrics.entity_scores(predicted, gold) == pytest.approx(expected)
 
 
@@ -142,11 +143,20 @@ def test_best_span_stays_in_the_context_and_in_order() -> None:
 
 def test_decode_answers_picks_the_best_window_and_cuts_by_offsets() -> None:
     examples = [QAExample("1", "who?", "alice met bob in paris", ["bob"]), QAExample("2", "?", "x y", [])]
-    offsets = np.array([[[0, 0], [0, 5], [6, 9], [10, 13], [0, 0]],
-                        [[0, 0], [10, 13], [14, 16], [17, 22], [0, 0]],
-                        [[0, 0], [0, 1], [2, 3], [0, 0], [0, 0]]])
-    context = np.array([[False, True, True, True, False], [False, True, True, True, False],
-                        [False, True, True, False, False]])
+    offsets = np.array(
+        [
+            [[0, 0], [0, 5], [6, 9], [10, 13], [0, 0]],
+            [[0, 0], [10, 13], [14, 16], [17, 22], [0, 0]],
+            [[0, 0], [0, 1], [2, 3], [0, 0], [0, 0]],
+        ]
+    )
+    context = np.array(
+        [
+            [False, True, True, True, False],
+            [False, True, True, True, False],
+            [False, True, True, False, False],
+        ]
+    )
     start = np.array([[0, 1, 0, 3, 0], [0, 0, 0, 6, 0], [0, 0, 2, 0, 0]], dtype=np.float32)
     end = np.array([[0, 0, 0, 3, 0], [0, 0, 0, 5, 0], [0, 0, 2, 0, 0]], dtype=np.float32)
     features = QAFeatures({}, np.array([0, 0, 1]), offsets, context)
@@ -158,7 +168,9 @@ def test_read_squad_and_its_errors(tmp_path: Path) -> None:
     path.write_text(json.dumps(squad_document([("ctx one", [("q1", "one")]), ("ctx two", [("q2", "two")])])))
     examples = read_squad(path)
     assert [(e.question, e.context, e.answers) for e in examples] == [
-        ("q1", "ctx one", ["one"]), ("q2", "ctx two", ["two"])]
+        ("q1", "ctx one", ["one"]),
+        ("q2", "ctx two", ["two"]),
+    ]
     path.write_text(json.dumps({"data": [{"paragraphs": [{"qas": [{"question": "no context?"}]}]}]}))
     with pytest.raises(TrtQuantError, match="not SQuAD-style JSON"):
         read_squad(path)
@@ -172,12 +184,27 @@ def test_read_squad_and_its_errors(tmp_path: Path) -> None:
 
 def squad_document(paragraphs: list[tuple[str, list[tuple[str, str]]]]) -> dict:
     """A SQuAD v1.1 document: (context, [(question, answer)]) per paragraph."""
-    return {"data": [{"title": "t", "paragraphs": [
-        {"context": context, "qas": [
-            {"id": f"{p}-{q}", "question": question,
-             "answers": [{"text": answer, "answer_start": context.find(answer)}]}
-            for q, (question, answer) in enumerate(qas)]}
-        for p, (context, qas) in enumerate(paragraphs)]}]}
+    return {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": context,
+                        "qas": [
+                            {
+                                "id": f"{p}-{q}",
+                                "question": question,
+                                "answers": [{"text": answer, "answer_start": context.find(answer)}],
+                            }
+                            for q, (question, answer) in enumerate(qas)
+                        ],
+                    }
+                    for p, (context, qas) in enumerate(paragraphs)
+                ],
+            }
+        ]
+    }
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +247,10 @@ def test_classification_with_labels(classifier: Path, tmp_path: Path) -> None:
     for precision in ("float", "int8"):
         runtime = load_runtime(classifier, backend="onnxruntime", precision=precision)
         predicted = runtime.run_text(texts)["logits"].argmax(-1)
-        expected[precision] = {"accuracy": 100 * float(np.mean(predicted == labels)),
-                               "macro_f1": 100 * sklearn_macro_f1(labels, predicted)}
+        expected[precision] = {
+            "accuracy": 100 * float(np.mean(predicted == labels)),
+            "macro_f1": 100 * sklearn_macro_f1(labels, predicted),
+        }
         assert report.metrics[precision] == pytest.approx(expected[precision])
     assert report.task == "text-classification" and report.examples == 40 and report.labels == "label"
     assert report.backend == "onnxruntime"
@@ -268,8 +297,11 @@ def test_without_labels_only_agreement(classifier: Path, tmp_path: Path) -> None
 
 
 @pytest.fixture(scope="module")
-def regressor(tiny_model: Callable[[str, str], Path], build: Callable[[Path, str], Path],
-              tmp_path_factory: pytest.TempPathFactory) -> Path:
+def regressor(
+    tiny_model: Callable[[str, str], Path],
+    build: Callable[[Path, str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     """A text-classification artifact with a single logit: a regression head."""
     source = tiny_model("bert", "text-classification")
     model = Path(shutil.copytree(source, tmp_path_factory.mktemp("regression") / "model"))
@@ -288,8 +320,10 @@ def test_single_logit_regression(regressor: Path, tmp_path: Path) -> None:
     report = evaluate_artifact(regressor, data, label_column="y", batch_size=64, write=False)
     for precision in ("float", "int8"):
         logit = load_runtime(regressor, precision=precision).run_text(texts)["logits"][:, 0]
-        expected = {"pearson": 100 * stats.pearsonr(logit, scores)[0],
-                    "spearman": 100 * stats.spearmanr(logit, scores)[0]}
+        expected = {
+            "pearson": 100 * stats.pearsonr(logit, scores)[0],
+            "spearman": 100 * stats.spearmanr(logit, scores)[0],
+        }
         assert report.metrics[precision] == pytest.approx(expected, abs=1e-6)
     strings = write_csv(tmp_path / "reg.csv", [{"text": "the model", "y": "positive"}])
     with pytest.raises(TrtQuantError, match=r"'positive' .* is not a number, which a single-logit"):
@@ -305,15 +339,20 @@ def test_sentence_similarity_against_scores(embedder: Path, tmp_path: Path) -> N
     first, second = sentences(30, seed=8), sentences(30, seed=9)
     scores = np.random.default_rng(0).uniform(0, 5, size=30).round(3)
     data = tmp_path / "sts.tsv"
-    data.write_text("sentence1\tsentence2\tscore\n" + "".join(
-        f"{a}\t{b}\t{s:.3f}\n" for a, b, s in zip(first, second, scores, strict=True)), encoding="utf-8")
+    data.write_text(
+        "sentence1\tsentence2\tscore\n"
+        + "".join(f"{a}\t{b}\t{s:.3f}\n" for a, b, s in zip(first, second, scores, strict=True)),
+        encoding="utf-8",
+    )
     report = evaluate_artifact(embedder, data, label_column="score", batch_size=64, write=False)
 
     runtime = load_runtime(embedder, precision="float")
     left, right = (runtime.run_text(t)["sentence_embedding"].astype(np.float64) for t in (first, second))
     cosines = (left * right).sum(-1) / (np.linalg.norm(left, axis=-1) * np.linalg.norm(right, axis=-1))
-    expected = {"pearson": 100 * stats.pearsonr(cosines, scores)[0],
-                "spearman": 100 * stats.spearmanr(cosines, scores)[0]}
+    expected = {
+        "pearson": 100 * stats.pearsonr(cosines, scores)[0],
+        "spearman": 100 * stats.spearmanr(cosines, scores)[0],
+    }
     assert report.metrics["float"] == pytest.approx(expected, abs=1e-6)
     assert set(report.metrics["int8"]) == {"pearson", "spearman"}
     assert report.agreement.top1_agreement is None and report.agreement.examples == 30
@@ -330,15 +369,19 @@ def test_sentence_similarity_errors(embedder: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not (SHARED_GLUE / "STS-B" / "dev.tsv").is_file(), reason="GLUE STS-B dev not present")
 def test_stsb_dev_file_reads_and_scores(embedder: Path) -> None:
-    report = evaluate_artifact(embedder, SHARED_GLUE / "STS-B" / "dev.tsv", label_column="score", limit=48,
-                               write=False)
+    report = evaluate_artifact(
+        embedder, SHARED_GLUE / "STS-B" / "dev.tsv", label_column="score", limit=48, write=False
+    )
     assert report.examples == 48
     assert all(-100 <= value <= 100 for value in report.metrics["float"].values())
 
 
 @pytest.fixture(scope="module")
-def tagger(tiny_model: Callable[[str, str], Path], build: Callable[[Path, str], Path],
-           tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tagger(
+    tiny_model: Callable[[str, str], Path],
+    build: Callable[[Path, str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     """A token-classification artifact whose source config names its 5 classes with BIO tags."""
     source = tiny_model("bert", "token-classification")
     model = Path(shutil.copytree(source, tmp_path_factory.mktemp("bio") / "model"))
@@ -368,8 +411,10 @@ def test_token_classification_entity_scores(tagger: Path, tmp_path: Path) -> Non
     assert report.metrics["int8"]["entity_f1"] == pytest.approx(100 * int8[2])
     assert report.agreement.top1_agreement is not None
 
-    as_ids = write_jsonl(tmp_path / "ids.jsonl", [
-        {"words": w, "ner_tags": [TAGS.index(tag) for tag in t]} for w, t in zip(words, gold, strict=True)])
+    as_ids = write_jsonl(
+        tmp_path / "ids.jsonl",
+        [{"words": w, "ner_tags": [TAGS.index(tag) for tag in t]} for w, t in zip(words, gold, strict=True)],
+    )
     assert evaluate_artifact(tagger, as_ids, label_column="ner_tags", write=False).metrics == report.metrics
 
 
@@ -421,8 +466,11 @@ def test_question_answering_report(reader: Path, tmp_path: Path) -> None:
     again = evaluate_artifact(reader, data, max_length=32, batch_size=2, write=False)
     assert again.metrics == report.metrics
 
-    rows = [{"question": q, "context": c, "answers": {"text": [a], "answer_start": [c.find(a)]}}
-            for c, qas in qa_paragraphs() for q, a in qas]
+    rows = [
+        {"question": q, "context": c, "answers": {"text": [a], "answer_start": [c.find(a)]}}
+        for c, qas in qa_paragraphs()
+        for q, a in qas
+    ]
     jsonl = write_jsonl(tmp_path / "squad.jsonl", rows)
     as_rows = evaluate_artifact(reader, jsonl, max_length=32, batch_size=2, write=False)
     assert as_rows.metrics == report.metrics
@@ -434,8 +482,11 @@ def test_question_answering_windows_cover_long_contexts(reader: Path) -> None:
     example = QAExample("x", qas[0][0], context, [qas[0][1]])
     features = tokenize_questions(runtime.tokenizer, [example], runtime.input_names, 32)
     assert len(features.example_index) > 1 and set(features.example_index) == {0}
-    covered = {start for window, mask in zip(features.offsets, features.context_mask, strict=True)
-               for start, _ in window[mask]}
+    covered = {
+        start
+        for window, mask in zip(features.offsets, features.context_mask, strict=True)
+        for start, _ in window[mask]
+    }
     assert max(covered) >= context.rfind(" ")  # the last word of the context is in some window
 
 
@@ -469,8 +520,9 @@ def test_question_answering_without_answers_and_fixed_fields(reader: Path, tmp_p
         ("text\nthe model\n", {"limit": 0}, "must be at least 1"),
     ],
 )
-def test_user_mistakes_are_one_sentence(classifier: Path, tmp_path: Path, content: str, options: dict,
-                                        message: str) -> None:
+def test_user_mistakes_are_one_sentence(
+    classifier: Path, tmp_path: Path, content: str, options: dict, message: str
+) -> None:
     data = tmp_path / "data.csv"
     data.write_text(content, encoding="utf-8")
     with pytest.raises(TrtQuantError, match=message) as raised:
@@ -482,9 +534,16 @@ def test_user_mistakes_are_one_sentence(classifier: Path, tmp_path: Path, conten
 def test_report_as_dict_turns_nan_into_none() -> None:
     from trt_quant.evaluate import OutputAgreement
 
-    report = EvaluationReport("a", "d", "sentence-embedding", "onnxruntime", 2, "score",
-                              {"float": {"pearson": float("nan")}, "int8": {"pearson": 50.0}},
-                              OutputAgreement(2, 1.0, 1.0, 0.0, None))
+    report = EvaluationReport(
+        "a",
+        "d",
+        "sentence-embedding",
+        "onnxruntime",
+        2,
+        "score",
+        {"float": {"pearson": float("nan")}, "int8": {"pearson": 50.0}},
+        OutputAgreement(2, 1.0, 1.0, 0.0, None),
+    )
     content = report.as_dict()
     assert content["metrics"]["float"]["pearson"] is None and content["metrics"]["delta"]["pearson"] is None
     json.dumps(content, allow_nan=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_GLUE
+
 from trt_quant.convert import convert
 from trt_quant.data import TextData, read_texts
 from trt_quant.demo import builtin_text, minilm_path

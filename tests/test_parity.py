@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
-
 from pipeline_steps import SteppedConversion, convert_step_by_step
 from tiny_models import FAMILIES, TASKS, sentences
+
 from trt_quant.config import QuantConfig
 from trt_quant.quantize import summarize
 from trt_quant.runtime.ort import create_session
@@ -37,12 +37,22 @@ def run_onnx(path: Path, feeds: dict[str, torch.Tensor], optimize: bool) -> list
     return session.run(None, {name: value.numpy() for name, value in feeds.items()})  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="module", params=[(f, t) for f in FAMILIES for t in TASKS], ids=lambda p: f"{p[0]}-{p[1]}")
-def stepped(request: pytest.FixtureRequest, tiny_model: Callable[[str, str], Path],
-            tmp_path_factory: pytest.TempPathFactory) -> SteppedConversion:
+@pytest.fixture(
+    scope="module", params=[(f, t) for f in FAMILIES for t in TASKS], ids=lambda p: f"{p[0]}-{p[1]}"
+)
+def stepped(
+    request: pytest.FixtureRequest,
+    tiny_model: Callable[[str, str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> SteppedConversion:
     family, task = request.param
-    return convert_step_by_step(tiny_model(family, task), task, sentences(64, seed=1),
-                                tmp_path_factory.mktemp(f"parity-{family}-{task}"), CONFIG)
+    return convert_step_by_step(
+        tiny_model(family, task),
+        task,
+        sentences(64, seed=1),
+        tmp_path_factory.mktemp(f"parity-{family}-{task}"),
+        CONFIG,
+    )
 
 
 def test_float_onnx_matches_pytorch_float(stepped: SteppedConversion) -> None:

@@ -39,8 +39,14 @@ TOPICS = (
 FILLER = [word for word in WORDS if not any(word in topic for topic in TOPICS)]
 MAX_LENGTH = 32
 # Deliberately poor: ranges at the 10th percentile of |x| clip nearly every activation.
-POOR_PTQ = QuantConfig(method="percentile", percentile=10.0, smoothquant=None, calib_samples=64,
-                       batch_size=16, max_length=MAX_LENGTH)
+POOR_PTQ = QuantConfig(
+    method="percentile",
+    percentile=10.0,
+    smoothquant=None,
+    calib_samples=64,
+    batch_size=16,
+    max_length=MAX_LENGTH,
+)
 QAT_SETTINGS = {"epochs": 3, "learning_rate": 3e-3, "batch_size": 32, "max_length": MAX_LENGTH}
 
 
@@ -121,24 +127,42 @@ def learned(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Learn
                 loss.backward()
                 optimizer.step()
     model.model.save_pretrained(model_dir)
-    return LearnedTask(model_dir, write_csv(directory / "train.csv", train),
-                       write_csv(directory / "eval.csv", held_out), held_out,
-                       torch_accuracy(model, loaded.tokenizer, held_out))
+    return LearnedTask(
+        model_dir,
+        write_csv(directory / "train.csv", train),
+        write_csv(directory / "eval.csv", held_out),
+        held_out,
+        torch_accuracy(model, loaded.tokenizer, held_out),
+    )
 
 
 @pytest.fixture(scope="module")
 def poor_ptq(learned: LearnedTask, tmp_path_factory: pytest.TempPathFactory) -> ConvertReport:
-    return convert(learned.model_dir, "text-classification", learned.train_file,
-                   tmp_path_factory.mktemp("ptq") / "artifact", POOR_PTQ, eval_data=learned.eval_file)
+    return convert(
+        learned.model_dir,
+        "text-classification",
+        learned.train_file,
+        tmp_path_factory.mktemp("ptq") / "artifact",
+        POOR_PTQ,
+        eval_data=learned.eval_file,
+    )
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["labels", "labels+distillation"])
-def qat_run(request: pytest.FixtureRequest, learned: LearnedTask,
-            tmp_path_factory: pytest.TempPathFactory) -> tuple[ConvertReport, Path]:
+def qat_run(
+    request: pytest.FixtureRequest, learned: LearnedTask, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ConvertReport, Path]:
     directory = tmp_path_factory.mktemp("qat-run")
     config = QatConfig(**QAT_SETTINGS, distill=request.param, checkpoint_dir=directory / "checkpoints")
-    report = qat(learned.model_dir, "text-classification", learned.train_file, directory / "artifact",
-                 quant_config=POOR_PTQ, qat_config=config, eval_data=learned.eval_file)
+    report = qat(
+        learned.model_dir,
+        "text-classification",
+        learned.train_file,
+        directory / "artifact",
+        quant_config=POOR_PTQ,
+        qat_config=config,
+        eval_data=learned.eval_file,
+    )
     return report, directory / "checkpoints"
 
 
@@ -157,8 +181,9 @@ def test_poor_calibration_loses_accuracy(learned: LearnedTask, poor_ptq: Convert
     assert onnx_accuracy(poor_ptq.output, learned.held_out) <= learned.float_accuracy - 0.3
 
 
-def test_qat_recovers_the_accuracy(learned: LearnedTask, poor_ptq: ConvertReport,
-                                   qat_run: tuple[ConvertReport, Path]) -> None:
+def test_qat_recovers_the_accuracy(
+    learned: LearnedTask, poor_ptq: ConvertReport, qat_run: tuple[ConvertReport, Path]
+) -> None:
     report, checkpoints = qat_run
     ptq_accuracy = onnx_accuracy(poor_ptq.output, learned.held_out)
     deployed = onnx_accuracy(report.output, learned.held_out)
@@ -192,8 +217,9 @@ def tiny_quantized(tiny_model, one_thread: None) -> tuple[TaskModel, list[dict[s
     model_dir = tiny_model("bert", "text-classification")
     loaded = load_model(model_dir, "text-classification")
     data = topic_data(48, seed=3)
-    batches = [tokenize(loaded.tokenizer, data.slice(i, i + 16), loaded.input_names, MAX_LENGTH)
-               for i in (0, 16, 32)]
+    batches = [
+        tokenize(loaded.tokenizer, data.slice(i, i + 16), loaded.input_names, MAX_LENGTH) for i in (0, 16, 32)
+    ]
     return quantize(loaded.model, batches, QuantConfig(max_length=MAX_LENGTH)), batches, model_dir
 
 
@@ -218,8 +244,12 @@ def test_checkpoint_mistakes(tiny_quantized, tiny_model, tmp_path: Path) -> None
     model, batches, model_dir = tiny_quantized
     with pytest.raises(TrtQuantError, match="does not exist"):
         load_checkpoint(load_model(model_dir, "text-classification").model, tmp_path / "missing.pt")
-    train_qat(model, None, [(batches[0], torch.zeros(16, dtype=torch.long))],
-              QatConfig(epochs=1, checkpoint_dir=tmp_path))
+    train_qat(
+        model,
+        None,
+        [(batches[0], torch.zeros(16, dtype=torch.long))],
+        QatConfig(epochs=1, checkpoint_dir=tmp_path),
+    )
     path = tmp_path / "epoch-001.pt"
     with pytest.raises(TrtQuantError, match="already has quantizers"):
         load_checkpoint(model, path)
@@ -237,8 +267,10 @@ def test_sentence_embeddings_learn_the_float_outputs_without_labels(learned: Lea
     loaded = load_model(learned.model_dir, "sentence-embedding")
     teacher = copy.deepcopy(loaded.model)
     data = topic_data(128, seed=4)
-    batches = [tokenize(loaded.tokenizer, data.slice(i, i + 32), loaded.input_names, MAX_LENGTH)
-               for i in range(0, 128, 32)]
+    batches = [
+        tokenize(loaded.tokenizer, data.slice(i, i + 32), loaded.input_names, MAX_LENGTH)
+        for i in range(0, 128, 32)
+    ]
     held_out = tokenize(loaded.tokenizer, topic_data(64, seed=9), loaded.input_names, MAX_LENGTH)
     student = quantize(loaded.model, batches[:2], POOR_PTQ)
 
@@ -252,14 +284,22 @@ def test_sentence_embeddings_learn_the_float_outputs_without_labels(learned: Lea
 
 
 def test_token_classification_trains_on_word_tags(tiny_model, tmp_path: Path, one_thread: None) -> None:
-    rows = [{"tokens": text.split(), "tags": [int(word in TOPICS[0]) for word in text.split()]}
-            for text in topic_data(32, seed=5).texts]
+    rows = [
+        {"tokens": text.split(), "tags": [int(word in TOPICS[0]) for word in text.split()]}
+        for text in topic_data(32, seed=5).texts
+    ]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    report = qat(tiny_model("bert", "token-classification"), "token-classification", train, tmp_path / "out",
-                 label_column="tags", quant_config=QuantConfig(calib_samples=16, max_length=MAX_LENGTH),
-                 qat_config=QatConfig(epochs=1, batch_size=16, max_length=MAX_LENGTH, distill=True),
-                 eval_data=train)
+    report = qat(
+        tiny_model("bert", "token-classification"),
+        "token-classification",
+        train,
+        tmp_path / "out",
+        label_column="tags",
+        quant_config=QuantConfig(calib_samples=16, max_length=MAX_LENGTH),
+        qat_config=QatConfig(epochs=1, batch_size=16, max_length=MAX_LENGTH, distill=True),
+        eval_data=train,
+    )
     block = report.manifest.quantization["qat"]
     assert block["labels"] == "tags" and block["examples"] == 32 and np.isfinite(block["final_train_loss"])
     assert report.manifest.accuracy["examples"] == 32
@@ -268,11 +308,16 @@ def test_token_classification_trains_on_word_tags(tiny_model, tmp_path: Path, on
 
 @pytest.mark.parametrize(
     ("settings", "message"),
-    [({"epochs": 0}, "at least one epoch"), ({"learning_rate": 0}, "Learning rate 0 is not positive"),
-     ({"batch_size": 0}, "batch size must be at least 1"), ({"max_length": 1}, "at least 2 tokens"),
-     ({"temperature": -1}, "Temperature -1 is not positive"), ({"kl_weight": -0.5}, "cannot be negative"),
-     ({"distill": True, "kl_weight": 0, "hidden_mse_weight": 0}, "does nothing"),
-     ({"warmup_ratio": 1.0}, "Warmup ratio 1.0 is out of range")],
+    [
+        ({"epochs": 0}, "at least one epoch"),
+        ({"learning_rate": 0}, "Learning rate 0 is not positive"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"max_length": 1}, "at least 2 tokens"),
+        ({"temperature": -1}, "Temperature -1 is not positive"),
+        ({"kl_weight": -0.5}, "cannot be negative"),
+        ({"distill": True, "kl_weight": 0, "hidden_mse_weight": 0}, "does nothing"),
+        ({"warmup_ratio": 1.0}, "Warmup ratio 1.0 is out of range"),
+    ],
 )
 def test_config_validation(settings: dict, message: str) -> None:
     with pytest.raises(TrtQuantError, match=message):

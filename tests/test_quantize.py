@@ -7,13 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tiny_models import sentences
+
 from trt_quant.config import QuantConfig
 from trt_quant.data import TextData, tokenize_batches
 from trt_quant.errors import TrtQuantError
 from trt_quant.models import load_model
-from trt_quant.quantize import calibrate, enabled_input_quantizers, insert_quantizers, quantized_linears, summarize
+from trt_quant.quantize import (
+    calibrate,
+    enabled_input_quantizers,
+    insert_quantizers,
+    quantized_linears,
+    summarize,
+)
 
 PROBE = "model.encoder.layer.1.intermediate.dense.input_quantizer"
 
@@ -47,8 +53,12 @@ def calibrated_ranges(prepared, method: str) -> dict[str, float]:
 def test_each_method_gives_a_different_sensible_range(prepared) -> None:
     loaded, batches = prepared
     true_max = observed_abs_max(loaded.model, batches, PROBE.rsplit(".", 1)[0])
-    ranges = {method: calibrated_ranges(prepared, method) for method in ("max", "percentile", "entropy", "mse")}
-    assert ranges["max"][PROBE] == pytest.approx(true_max, rel=1e-3)  # weights are quantized while calibrating
+    ranges = {
+        method: calibrated_ranges(prepared, method) for method in ("max", "percentile", "entropy", "mse")
+    }
+    assert ranges["max"][PROBE] == pytest.approx(
+        true_max, rel=1e-3
+    )  # weights are quantized while calibrating
     for method in ("percentile", "entropy", "mse"):
         assert 0.0 < ranges[method][PROBE] <= true_max * 1.001, method
     probe_values = [ranges[method][PROBE] for method in ranges]
@@ -86,9 +96,13 @@ def test_keep_float_patterns_leave_layers_float(prepared) -> None:
 
 @pytest.mark.parametrize(
     ("settings", "message"),
-    [({"method": "minmax"}, "Unknown calibration method"), ({"percentile": 0}, "Percentile 0 is out of range"),
-     ({"smoothquant": 1.5}, "SmoothQuant alpha 1.5"), ({"batch_size": 0}, "batch size must be at least 1"),
-     ({"max_length": 1}, "maximum length must be at least 2")],
+    [
+        ({"method": "minmax"}, "Unknown calibration method"),
+        ({"percentile": 0}, "Percentile 0 is out of range"),
+        ({"smoothquant": 1.5}, "SmoothQuant alpha 1.5"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"max_length": 1}, "maximum length must be at least 2"),
+    ],
 )
 def test_config_validation(settings: dict, message: str) -> None:
     with pytest.raises(TrtQuantError, match=message):
@@ -106,3 +120,73 @@ def test_artifact_directory_is_replaced_only_when_complete(tmp_path: Path) -> No
         raise RuntimeError("interrupted")
     assert (target / "a.txt").read_text(encoding="utf-8") == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+
+
+def test_weight_bits_7_keeps_int8_weights_within_64(tiny_model, calib_file, tmp_path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from trt_quant.convert import convert
+
+    convert(
+        tiny_model("bert", "feature-extraction"),
+        "feature-extraction",
+        calib_file,
+        tmp_path / "a",
+        QuantConfig(calib_samples=32, max_length=32, weight_bits=7),
+    )
+    graph = onnx.load(str(tmp_path / "a" / "model_int8.onnx")).graph
+    weights = [
+        numpy_helper.to_array(t)
+        for t in graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and t.name.endswith(tuple(f"_int8_{i}" for i in range(99)))
+    ]
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 64
+
+
+def test_accuracy_budget_keeps_sensitive_layers_float(tiny_model, calib_file, tmp_path) -> None:
+    from trt_quant.convert import convert
+
+    report = convert(
+        tiny_model("bert", "feature-extraction"),
+        "feature-extraction",
+        calib_file,
+        tmp_path / "a",
+        QuantConfig(
+            calib_samples=32,
+            max_length=32,
+            method="percentile",
+            percentile=60.0,
+            smoothquant=None,
+            int8_embeddings=False,
+        ),  # a poor calibration to repair
+        accuracy_budget="cosine>=0.99999",
+    )
+    mixed = report.manifest.quantization["mixed_precision"]
+    assert mixed["score"] >= 0.99999 and mixed["float_layers"]
+    assert 0.0 <= mixed["int8_flop_share"] < 1.0
+    assert report.manifest.quantization["quantized_linears"] == 12 - len(mixed["float_layers"])
+
+
+def test_budget_that_cannot_be_met_is_an_error(tiny_model, calib_file, tmp_path) -> None:
+    from trt_quant.convert import convert
+
+    with pytest.raises(TrtQuantError, match=r"cannot be met even with every layer in float"):
+        convert(
+            tiny_model("bert", "feature-extraction"),
+            "feature-extraction",
+            calib_file,
+            tmp_path / "a",
+            QuantConfig(calib_samples=32, max_length=32),
+            accuracy_budget="cosine>=1.0",
+        )
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(TrtQuantError, match=r"is not understood"):
+        convert(
+            tiny_model("bert", "feature-extraction"),
+            "feature-extraction",
+            calib_file,
+            tmp_path / "a",
+            accuracy_budget="cos>0.9",
+        )

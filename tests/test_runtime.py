@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from tiny_models import sentences
+
 from trt_quant.artifacts import INT8_ONNX, load_manifest
 from trt_quant.errors import ArtifactError, InputError, TrtQuantError
 from trt_quant.runtime import load_runtime
@@ -64,9 +64,15 @@ def test_float_precision_runs_the_float_graph(tiny_artifact: Path, runtime) -> N
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda f: {k: v for k, v in f.items() if k != "attention_mask"}, r"Input 'attention_mask' is missing"),
+        (
+            lambda f: {k: v for k, v in f.items() if k != "attention_mask"},
+            r"Input 'attention_mask' is missing",
+        ),
         (lambda f: {**f, "pixel_values": f["input_ids"]}, r"'pixel_values' is not an input of this model"),
-        (lambda f: {**f, "input_ids": f["input_ids"].astype(np.float32)}, r"has dtype float32.*pass int64 ids"),
+        (
+            lambda f: {**f, "input_ids": f["input_ids"].astype(np.float32)},
+            r"has dtype float32.*pass int64 ids",
+        ),
         (lambda f: {**f, "input_ids": f["input_ids"][0]}, r"has rank 1, the model takes rank 2"),
         (lambda f: {k: np.tile(v, (1, 40)) for k, v in f.items()}, r"exceeds the model's maximum of 64"),
         (lambda f: {**f, "attention_mask": f["attention_mask"][:, :2]}, r"other inputs have"),
@@ -80,7 +86,9 @@ def test_bad_inputs_raise_input_error(runtime, change, message) -> None:
 
 
 def test_unknown_backend_and_precision(tiny_artifact: Path) -> None:
-    with pytest.raises(TrtQuantError, match=r"Unknown backend 'cuda': use one of auto, onnxruntime, tensorrt"):
+    with pytest.raises(
+        TrtQuantError, match=r"Unknown backend 'cuda': use one of auto, onnxruntime, tensorrt"
+    ):
         load_runtime(tiny_artifact, backend="cuda")
     with pytest.raises(TrtQuantError, match=r"Unknown precision 'int4'"):
         load_runtime(tiny_artifact, precision="int4")
@@ -91,7 +99,9 @@ def copy_artifact(source: Path, target: Path) -> Path:
     return target
 
 
-def test_truncated_onnx_is_refused_by_checksum_then_by_onnx_runtime(tiny_artifact: Path, tmp_path: Path) -> None:
+def test_truncated_onnx_is_refused_by_checksum_then_by_onnx_runtime(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
     artifact = copy_artifact(tiny_artifact, tmp_path / "a")
     model = artifact / INT8_ONNX
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])

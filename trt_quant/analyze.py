@@ -11,7 +11,14 @@ from .data import read_texts, tokenize_batches
 from .errors import TrtQuantError
 from .models import load_model
 from .quantize import quantize
-from .sensitivity import LayerSensitivity, cosine_score, int8_flop_share, layer_sensitivity, outputs_of, plot_sensitivity
+from .sensitivity import (
+    LayerSensitivity,
+    cosine_score,
+    int8_flop_share,
+    layer_sensitivity,
+    outputs_of,
+    plot_sensitivity,
+)
 
 EVAL_SAMPLES = 128
 
@@ -55,7 +62,8 @@ def analyze(
             "or a smaller --calib-samples."
         )
     tokenize = lambda texts: tokenize_batches(  # noqa: E731
-        loaded.tokenizer, texts, loaded.input_names, config.batch_size, config.max_length)
+        loaded.tokenizer, texts, loaded.input_names, config.batch_size, config.max_length
+    )
     eval_batches = tokenize(held_out)
     reference = outputs_of(loaded.model, eval_batches)
     quantized = quantize(loaded.model, tokenize(data.head(config.calib_samples)), config)
@@ -64,9 +72,17 @@ def analyze(
     ranking = layer_sensitivity(quantized, score)
     directory = Path(output)
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"metric": "mean cosine vs float", "all_int8_score": all_int8,
-               "layers": [asdict(item) for item in ranking]}
+    payload = {
+        "metric": "mean cosine vs float",
+        "all_int8_score": all_int8,
+        "layers": [asdict(item) for item in ranking],
+    }
     (directory / "sensitivity.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     png = plot_sensitivity(ranking, directory / "sensitivity.png", "mean cosine")
-    return Analysis(ranking, all_int8, int8_flop_share(quantized), "mean cosine vs float",
-                    [directory / "sensitivity.json", png])
+    return Analysis(
+        ranking,
+        all_int8,
+        int8_flop_share(quantized),
+        "mean cosine vs float",
+        [directory / "sensitivity.json", png],
+    )

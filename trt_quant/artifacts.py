@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ FLOAT_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8.onnx"
 ENGINE = "model.plan"
 TOKENIZER_DIR = "tokenizer"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -107,9 +109,32 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
 def check_output_dir(output: Path, overwrite: bool) -> None:
     """Refuse an existing output path unless ``overwrite`` is set."""
     if output.exists() and not overwrite:
-        raise TrtQuantError(f"Output directory {output} already exists: pass --overwrite or choose another path.")
+        raise TrtQuantError(
+            f"Output directory {output} already exists: pass --overwrite or choose another path."
+        )
     if output.exists() and not output.is_dir():
         raise TrtQuantError(f"Output path {output} is a file: choose a directory path for the artifact.")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(output: Path) -> list[Path]:
+    """Delete staging directories next to ``output`` left by processes that no longer run (killed runs)."""
+    removed = []
+    for candidate in output.parent.glob(f".{output.name}.staging-*"):
+        pid = candidate.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
 
 
 @contextlib.contextmanager
@@ -117,11 +142,13 @@ def staged_directory(output: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty hidden staging directory that replaces ``output`` only if the block succeeds.
 
     A failure (or a killed process) leaves ``output`` as it was: the previous artifact survives intact
-    until the new one is complete, and no half-written directory ever sits at ``output``.
+    until the new one is complete, and no half-written directory ever sits at ``output``. Staging
+    directories of killed runs are removed by the next run for the same output.
     """
     check_output_dir(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
+    remove_stale_staging(output)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     staging = output.parent / f".{output.name}.staging-{token}"
     staging.mkdir()
     try:
@@ -149,7 +176,9 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc.__class__.__name__}): convert the model again.") from exc
+        raise ArtifactError(
+            f"{path} is not valid JSON ({exc.__class__.__name__}): convert the model again."
+        ) from exc
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         found = data.get("format_version") if isinstance(data, dict) else None
         raise ArtifactError(
@@ -178,9 +207,50 @@ def verify_files(directory: Path, manifest: Manifest) -> None:
             )
 
 
+def check_versions(directory: Path, manifest: Manifest) -> None:
+    """Refuse an artifact written by a newer trt-quant or with a newer ONNX IR than this one reads."""
+    import onnx
+
+    from . import __version__
+
+    made_by = str(manifest.versions.get("trt-quant", "0"))
+    if _release(made_by)[:2] > _release(__version__)[:2]:
+        raise ArtifactError(
+            f"{directory} was written by trt-quant {made_by}, newer than this trt-quant {__version__}: "
+            "upgrade trt-quant or convert the model again with this version."
+        )
+    made_with = str(manifest.versions.get("onnx", "0"))
+    if _release(made_with)[:2] > _release(onnx.__version__)[:2]:
+        raise ArtifactError(
+            f"{directory} was exported with onnx {made_with}, newer than the installed onnx {onnx.__version__}: "
+            "upgrade onnx and onnxruntime or convert the model again here."
+        )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("+")[0].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_name(name: str) -> str:
+    """An artifact or model name: letters, digits, '_', '.', '-'; no path separators, not '.' or '..'."""
+    if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise TrtQuantError(
+            f"Name '{name}' is not allowed: use letters, digits, '_', '.' and '-' only, starting with a letter "
+            "or digit."
+        )
+    return name
+
+
 def load_manifest(directory: Path, verify: bool = True) -> Manifest:
-    """Read an artifact's manifest and, unless ``verify`` is False, verify every file's checksum."""
+    """Read an artifact's manifest, check library versions and, unless ``verify`` is False, every checksum."""
     manifest = read_manifest(Path(directory))
+    check_versions(Path(directory), manifest)
     if verify:
         verify_files(Path(directory), manifest)
     return manifest

@@ -20,7 +20,9 @@ def pytorch_runner(manifest: Manifest, dynamic_int8: bool = False) -> Runner:
     """The source model in PyTorch eager float32, or with ``quantize_dynamic`` INT8 Linear layers."""
     model = load_model(manifest.source_model, manifest.task).model
     if dynamic_int8:
-        model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        model = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+        )
     names = manifest.output_names
 
     @torch.inference_mode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -72,7 +73,9 @@ def summarize_latency(seconds: np.ndarray, batch: int, sequence: int) -> Latency
     )
 
 
-def measure_latency(runtime: Runtime, batch: int, sequence: int, warmup: int = 5, iterations: int = 30) -> Latency:
+def measure_latency(
+    runtime: Runtime, batch: int, sequence: int, warmup: int = 5, iterations: int = 30
+) -> Latency:
     """Latency of ``runtime`` on synthetic inputs of one shape."""
     feeds = runtime.validate(synthetic_feeds(runtime.manifest, batch, sequence))
     seconds = time_calls(lambda: runtime.run(feeds), warmup, iterations)
@@ -97,8 +100,12 @@ class BenchRow:
     min_cosine: float
 
     def as_dict(self) -> dict[str, float | int | str]:
-        return {"variant": self.variant, **self.latency.as_dict(), "mean_cosine": self.mean_cosine,
-                "min_cosine": self.min_cosine}
+        return {
+            "variant": self.variant,
+            **self.latency.as_dict(),
+            "mean_cosine": self.mean_cosine,
+            "min_cosine": self.min_cosine,
+        }
 
 
 def accuracy_against(
@@ -110,7 +117,9 @@ def accuracy_against(
     cosines: list[float] = []
     for feeds in batches:
         mask = feeds.get("attention_mask", np.ones_like(feeds["input_ids"]))
-        batch_cosines, _, _ = compare_outputs(reference.run(feeds), candidate.run(feeds), mask, per_token, False)
+        batch_cosines, _, _ = compare_outputs(
+            reference.run(feeds), candidate.run(feeds), mask, per_token, False
+        )
         cosines.extend(batch_cosines)
     return float(np.mean(cosines)), float(np.min(cosines))
 
@@ -133,8 +142,10 @@ def benchmark(
         mean_cosine, min_cosine = accuracy_against(reference, variant, accuracy_batches, per_token)
         for batch, sequence in shapes:
             feeds = make_feeds(batch, sequence)
-            seconds = time_calls(lambda feeds=feeds, variant=variant: variant.run(feeds), warmup, iterations)
-            rows.append(BenchRow(variant.name, summarize_latency(seconds, batch, sequence), mean_cosine, min_cosine))
+            seconds = time_calls(functools.partial(variant.run, feeds), warmup, iterations)
+            rows.append(
+                BenchRow(variant.name, summarize_latency(seconds, batch, sequence), mean_cosine, min_cosine)
+            )
     return rows
 
 
@@ -173,7 +184,8 @@ def plot_rows(rows: list[BenchRow], directory: Path) -> list[Path]:
         for variant in variants:
             points = sorted(
                 (getattr(r.latency, x_key), getattr(r.latency, y_key))
-                for r in rows if r.variant == variant and getattr(r.latency, fixed_key) == fixed
+                for r in rows
+                if r.variant == variant and getattr(r.latency, fixed_key) == fixed
             )
             if points:
                 axes.plot(*zip(*points, strict=True), marker="o", label=variant)

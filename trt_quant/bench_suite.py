@@ -39,7 +39,9 @@ def _variant(name: str, artifact: Path, manifest: Manifest, threads: int, workdi
     if name == "ort-fp32":
         return Variant(name, load_runtime(artifact, precision="float", threads=threads).run)
     if name == "ort-dynamic-int8":
-        return Variant(name, ort_runner(ort_dynamic_int8_model(artifact, workdir / "dynamic.onnx"), outputs, threads))
+        return Variant(
+            name, ort_runner(ort_dynamic_int8_model(artifact, workdir / "dynamic.onnx"), outputs, threads)
+        )
     if name == "trt-quant-int8":
         return Variant(name, ort_runner(artifact / INT8_ONNX, outputs, threads))
     if name in ("tensorrt-int8", "tensorrt-fp16"):
@@ -63,6 +65,7 @@ def run_benchmark(
     texts: str | Path | None = None,
     warmup: int = 5,
     iterations: int = 30,
+    verify: bool = True,
 ) -> BenchResult:
     """Benchmark ``variants`` of an artifact's model over batch sizes and sequence lengths.
 
@@ -73,23 +76,35 @@ def run_benchmark(
     from .demo import builtin_text
 
     directory = Path(artifact)
-    manifest = load_manifest(directory)
+    manifest = load_manifest(directory, verify=verify)
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     if not Path(manifest.source_model).exists():
         variants = tuple(v for v in variants if not v.startswith("pytorch"))
     if any(sequence > manifest.max_length for sequence in sequences):
-        raise TrtQuantError(f"A sequence length is above the model's maximum of {manifest.max_length}: use shorter --seq.")
+        raise TrtQuantError(
+            f"A sequence length is above the model's maximum of {manifest.max_length}: use shorter --seq."
+        )
     sample = read_texts(texts or builtin_text("heldout.txt")).head(ACCURACY_TEXTS)
     with tempfile.TemporaryDirectory() as workdir:
         built = [_variant(name, directory, manifest, threads, Path(workdir)) for name in variants]
-        reference = built[0] if variants[0] in ("pytorch-fp32", "ort-fp32") else _variant(
-            "ort-fp32", directory, manifest, threads, Path(workdir))
-        per_token = {spec.name: len(spec.shape) > 1 and spec.shape[1] == "sequence" for spec in manifest.outputs}
+        reference = (
+            built[0]
+            if variants[0] in ("pytorch-fp32", "ort-fp32")
+            else _variant("ort-fp32", directory, manifest, threads, Path(workdir))
+        )
+        per_token = {
+            spec.name: len(spec.shape) > 1 and spec.shape[1] == "sequence" for spec in manifest.outputs
+        }
         rows = benchmark(
-            built, reference, lambda b, s: synthetic_feeds(manifest, b, s),
-            [(b, s) for s in sequences for b in batches], accuracy_batches(directory, sample), per_token,
-            warmup, iterations,
+            built,
+            reference,
+            lambda b, s: synthetic_feeds(manifest, b, s),
+            [(b, s) for s in sequences for b in batches],
+            accuracy_batches(directory, sample),
+            per_token,
+            warmup,
+            iterations,
         )
     files = write_report(rows, Path(output) if output else directory / "bench", threads)
     return BenchResult(rows, threads, files)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,16 @@ from typing import Any
 import torch
 
 from . import __version__
-from .artifacts import FLOAT_ONNX, INT8_ONNX, TOKENIZER_DIR, Manifest, check_output_dir, staged_directory, write_manifest
+from .artifacts import (
+    FLOAT_ONNX,
+    INT8_ONNX,
+    TOKENIZER_DIR,
+    Manifest,
+    check_name,
+    check_output_dir,
+    staged_directory,
+    write_manifest,
+)
 from .config import ExportConfig, QuantConfig
 from .data import TextData, read_texts, tokenize_batches
 from .errors import TrtQuantError
@@ -26,12 +35,29 @@ from .models import LoadedModel, load_model
 from .quantize import quantize, summarize
 from .runtime.base import Runtime
 from .runtime.ort import OrtRuntime
+from .sensitivity import (
+    Budget,
+    MixedPrecision,
+    cosine_score,
+    layer_sensitivity,
+    meet_budget,
+    outputs_of,
+    parse_budget,
+)
 from .tasks import TaskModel
 
 log = logging.getLogger(__name__)
 
 EVAL_SAMPLES = 256
-VERSIONED_PACKAGES = ("trt-quant", "torch", "transformers", "nvidia-modelopt", "onnx", "onnxruntime", "tokenizers")
+VERSIONED_PACKAGES = (
+    "trt-quant",
+    "torch",
+    "transformers",
+    "nvidia-modelopt",
+    "onnx",
+    "onnxruntime",
+    "tokenizers",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -60,13 +86,39 @@ def split_calibration(
 ) -> tuple[TextData, TextData | None, str]:
     """Calibration examples, evaluation examples kept apart from them, and where the latter came from."""
     if len(data) < samples:
-        log.warning("Only %d calibration samples available, fewer than the %d asked for; continuing.", len(data), samples)
+        log.warning(
+            "Only %d calibration samples available, fewer than the %d asked for; continuing.",
+            len(data),
+            samples,
+        )
     calibration = data.head(samples)
     if held_out is not None:
         return calibration, held_out.head(EVAL_SAMPLES), "evaluation file"
     if len(data) > samples:
-        return calibration, data.slice(samples, samples + EVAL_SAMPLES), "calibration file rows after the calibration samples"
+        return (
+            calibration,
+            data.slice(samples, samples + EVAL_SAMPLES),
+            "calibration file rows after the calibration samples",
+        )
     return calibration, None, "none (every row was used for calibration)"
+
+
+def apply_budget(
+    quantized: TaskModel, budget: Budget, reference: list, batches: list[dict[str, Any]]
+) -> MixedPrecision:
+    """Keep the most sensitive Linear layers float until ``budget`` holds on the held-out ``batches``."""
+    if not batches:
+        raise TrtQuantError(
+            "An accuracy budget needs held-out examples: pass --eval-data, or a calibration file with more rows "
+            "than --calib-samples."
+        )
+    if budget.kind != "cosine":
+        raise TrtQuantError(
+            f"The budget {budget} needs task labels, which convert does not read yet: use a cosine budget such as "
+            "\"cosine>=0.995\", and 'trt-quant evaluate' for task metrics."
+        )
+    score = cosine_score(reference, batches)
+    return meet_budget(quantized, budget, score, 1.0, layer_sensitivity(quantized, score))
 
 
 def check_max_length(loaded: LoadedModel, max_length: int) -> None:
@@ -163,6 +215,7 @@ def write_int8_artifact(
             "float_linears": list(summary.float_linear_names),
             **graph_edits,
             "smoothquant_alpha": config.smoothquant,
+            "weight_bits": config.weight_bits,
             "quantize_linear_nodes": count_ops(int8_graph, "QuantizeLinear"),
             "dequantize_linear_nodes": count_ops(int8_graph, "DequantizeLinear"),
             "opset": export_config.opset,
@@ -180,7 +233,9 @@ def write_int8_artifact(
         step = time.perf_counter()
         agreement = measure_agreement(stage, manifest, source.evaluation, config.max_length)
         manifest.accuracy = {
-            "backend": "onnxruntime", "data": source.evaluation_source, **agreement.as_dict()
+            "backend": "onnxruntime",
+            "data": source.evaluation_source,
+            **agreement.as_dict(),
         }
         timings["measure accuracy"] = time.perf_counter() - step
     else:
@@ -202,17 +257,22 @@ def convert(
     overwrite: bool = False,
     trust_remote_code: bool = False,
     name: str | None = None,
+    accuracy_budget: str | None = None,
 ) -> ConvertReport:
     """Quantize ``model`` for ``task`` with calibration texts from ``calib`` and write an artifact to ``output``.
 
     The artifact holds the float ONNX, the INT8 ONNX (explicit Q/DQ, INT8 weights), the tokenizer and a
     manifest with versions, shapes, calibration settings, checksums, sizes and measured agreement of the
-    INT8 graph with the float graph on examples kept apart from calibration.
+    INT8 graph with the float graph on examples kept apart from calibration. With ``accuracy_budget``
+    (``"cosine>=0.995"``) the most sensitive Linear layers stay float until the budget holds on those
+    held-out examples (automatic mixed precision).
     """
     config = config or QuantConfig()
     export_config = export_config or ExportConfig()
     output = Path(output)
     check_output_dir(output, overwrite)
+    name = check_name(name or output.name)
+    budget = parse_budget(accuracy_budget) if accuracy_budget else None
     timings: dict[str, float] = {}
     started = time.perf_counter()
     loaded = load_model(model, task, trust_remote_code=trust_remote_code)
@@ -220,7 +280,9 @@ def convert(
     data = read_texts(calib, text_column, pair_column)
     held_out = read_texts(eval_data, text_column, pair_column) if eval_data is not None else None
     calibration, evaluation, evaluation_source = split_calibration(data, config.calib_samples, held_out)
-    batches = tokenize_batches(loaded.tokenizer, calibration, loaded.input_names, config.batch_size, config.max_length)
+    batches = tokenize_batches(
+        loaded.tokenizer, calibration, loaded.input_names, config.batch_size, config.max_length
+    )
     timings["load"] = time.perf_counter() - started
 
     with staged_directory(output, overwrite) as stage:
@@ -230,15 +292,36 @@ def convert(
         timings["export float"] = time.perf_counter() - step
 
         step = time.perf_counter()
+        budget_batches = (
+            tokenize_batches(
+                loaded.tokenizer, evaluation, loaded.input_names, config.batch_size, config.max_length
+            )
+            if budget and evaluation
+            else []
+        )
+        reference = outputs_of(loaded.model, budget_batches)
         quantized = quantize(loaded.model, batches, config, extra_float=loaded.recipe.keep_float)
         timings["quantize + calibrate"] = time.perf_counter() - step
 
+        mixed = None
+        if budget is not None:
+            step = time.perf_counter()
+            mixed = apply_budget(quantized, budget, reference, budget_batches)
+            timings["mixed precision"] = time.perf_counter() - step
+
         manifest, findings = write_int8_artifact(
-            stage, loaded, quantized, batches[0], config, export_config, timings,
-            ArtifactSource(
-                str(model), name or output.name, str(calib), len(calibration), evaluation, evaluation_source
-            ),
+            stage,
+            loaded,
+            quantized,
+            batches[0],
+            config,
+            export_config,
+            timings,
+            ArtifactSource(str(model), name, str(calib), len(calibration), evaluation, evaluation_source),
         )
+        if mixed is not None:
+            manifest.quantization["mixed_precision"] = asdict(mixed)
+            write_manifest(stage, manifest)
     timings["total"] = time.perf_counter() - started
     return ConvertReport(output, manifest, timings, findings)
 

@@ -58,10 +58,16 @@ def _read_delimited(path: Path, delimiter: str) -> list[dict[str, Any]]:
     csv.field_size_limit(sys.maxsize)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     try:
-        reader = csv.DictReader(_read_text(path).splitlines(), delimiter=delimiter, quoting=quoting)
-        rows = [row for row in reader if any((value or "").strip() for value in row.values() if isinstance(value, str))]
+        reader = csv.DictReader(_read_text(path).splitlines(), delimiter=delimiter, quoting=quoting)  # type: ignore[call-overload]
+        rows = [
+            row
+            for row in reader
+            if any((value or "").strip() for value in row.values() if isinstance(value, str))
+        ]
     except csv.Error as exc:
-        raise TrtQuantError(f"{path} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({exc}): fix the file.") from exc
+        raise TrtQuantError(
+            f"{path} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({exc}): fix the file."
+        ) from exc
     if reader.fieldnames is None:
         raise TrtQuantError(f"{path} has no header row: add a header that names the columns.")
     return rows
@@ -75,7 +81,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TrtQuantError(f"{path} line {number} is not valid JSON ({exc.msg}): fix that line.") from exc
+            raise TrtQuantError(
+                f"{path} line {number} is not valid JSON ({exc.msg}): fix that line."
+            ) from exc
         if not isinstance(row, dict):
             raise TrtQuantError(f"{path} line {number} is not a JSON object: write one object per line.")
         rows.append(row)
@@ -87,9 +95,11 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
+        return pq.read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as exc:
-        raise TrtQuantError(f"{path} is not a readable Parquet file ({exc.__class__.__name__}): fix the file.") from exc
+        raise TrtQuantError(
+            f"{path} is not a readable Parquet file ({exc.__class__.__name__}): fix the file."
+        ) from exc
 
 
 def _read_dataset_dir(path: Path) -> list[dict[str, Any]]:
@@ -160,7 +170,9 @@ def _column(rows: list[dict[str, Any]], name: str, path: Path, as_text: bool) ->
     for number, row in enumerate(rows, start=1):
         value = row.get(name)
         if value is None or (as_text and not isinstance(value, str | int | float)):
-            raise TrtQuantError(f"Row {number} of {path} has no value in column '{name}': fill or remove that row.")
+            raise TrtQuantError(
+                f"Row {number} of {path} has no value in column '{name}': fill or remove that row."
+            )
         values.append(str(value) if as_text else value)
     return values
 
@@ -184,7 +196,9 @@ def read_texts(
     if pair_name is None and guess_pairs:
         pair_name = next((guess for guess in PAIR_COLUMN_GUESSES if guess in rows[0]), None)
     pairs = _column(rows, pick_column(rows, pair_name, (), source), source, True) if pair_name else None
-    labels = _column(rows, pick_column(rows, label_column, (), source), source, False) if label_column else None
+    labels = (
+        _column(rows, pick_column(rows, label_column, (), source), source, False) if label_column else None
+    )
     texts = _column(rows, text_name, source, True)
     return TextData(texts, pairs, labels)
 
@@ -219,7 +233,9 @@ def select_inputs(encoded: Any, input_names: Sequence[str]) -> dict[str, Any]:
         elif name == "token_type_ids":
             selected[name] = encoded["input_ids"] * 0
         else:
-            raise TrtQuantError(f"The tokenizer does not produce '{name}': save the model's own tokenizer with it.")
+            raise TrtQuantError(
+                f"The tokenizer does not produce '{name}': save the model's own tokenizer with it."
+            )
     return selected
 
 

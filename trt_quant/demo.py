@@ -48,7 +48,7 @@ def run_demo(output: Path, overwrite: bool = True, threads: int | None = None) -
         "sentence-embedding",
         builtin_text("calibration.txt"),
         output,
-        QuantConfig(calib_samples=320),
+        QuantConfig(calib_samples=320, weight_bits=7),  # a CPU demo: exact fast integer GEMMs without VNNI
         eval_data=builtin_text("heldout.txt"),
         overwrite=overwrite,
         name="all-MiniLM-L6-v2",

@@ -43,9 +43,9 @@ class Profile:
 
     def contains(self, shape: Sequence[int]) -> bool:
         """Whether a (batch, sequence) shape lies within this profile's min and max."""
-        return len(shape) == 2 and all(low <= size <= high for low, size, high in zip(
-            self.shape(0), shape, self.shape(2), strict=True
-        ))
+        return len(shape) == 2 and all(
+            low <= size <= high for low, size, high in zip(self.shape(0), shape, self.shape(2), strict=True)
+        )
 
     def describe(self) -> str:
         return f"batch {self.batch[0]}-{self.batch[2]}, sequence {self.sequence[0]}-{self.sequence[2]}"
@@ -292,8 +292,9 @@ def _progress_monitor(trt: Any) -> Any:
             self.bars: dict[str, Any] = {}
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=False,
-                                         disable=not sys.stderr.isatty())
+            self.bars[phase_name] = tqdm(
+                total=num_steps, desc=phase_name, leave=False, disable=not sys.stderr.isatty()
+            )
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             bar = self.bars[phase_name]

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import metrics
 from .artifacts import TOKENIZER_DIR, Manifest
-from .data import TextData, pick_column, batched, read_rows, read_texts, select_inputs
+from .data import TextData, batched, pick_column, read_rows, read_texts, select_inputs
 from .errors import TrtQuantError
 from .progress import progress
 from .runtime.base import Runtime
@@ -350,8 +350,9 @@ def _similarity(job: _Job) -> tuple[int, Metrics]:
                 similarities[precision].extend(_cosine(a, b) for a, b in pairs)
     if targets is None:
         return len(data), _no_metrics()
-    return len(data), {precision: _correlations(np.asarray(values), targets)
-                       for precision, values in similarities.items()}
+    return len(data), {
+        precision: _correlations(np.asarray(values), targets) for precision, values in similarities.items()
+    }
 
 
 def _outputs_only(job: _Job) -> tuple[int, Metrics]:
@@ -443,8 +444,14 @@ def _token_classification(job: _Job) -> tuple[int, Metrics]:
     predicted: dict[str, list[list[str]]] = {precision: [] for precision in PRECISIONS}
     for part in job.chunks(len(words)):
         batch = words[part]
-        encoded = tokenizer(batch, is_split_into_words=True, truncation=True, max_length=job.max_length,
-                            padding=True, return_tensors="np")
+        encoded = tokenizer(
+            batch,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=job.max_length,
+            padding=True,
+            return_tensors="np",
+        )
         results = job.comparison.run(select_inputs(encoded, job.runtime.input_names))
         if names is None:  # no labels: the agreement of the outputs is all there is to measure
             continue
@@ -532,6 +539,7 @@ def evaluate_artifact(
     max_length: int | None = None,
     limit: int | None = None,
     write: bool = True,
+    verify: bool = True,
 ) -> EvaluationReport:
     """Compare the float graph (ONNX Runtime) with the INT8 model (on ``backend``) on a data file.
 
@@ -544,7 +552,7 @@ def evaluate_artifact(
     if batch_size < 1 or (limit is not None and limit < 1):
         raise TrtQuantError("--batch-size and --limit must be at least 1: pass positive numbers.")
     directory = Path(artifact_dir)
-    reference = load_runtime(directory, backend="onnxruntime", precision="float")
+    reference = load_runtime(directory, backend="onnxruntime", precision="float", verify=verify)
     candidate = load_runtime(directory, backend=backend, precision="int8", verify=False)
     manifest = reference.manifest
     if max_length is not None and not 0 < max_length <= manifest.max_length:
@@ -553,8 +561,16 @@ def evaluate_artifact(
             f"pass a length in that range."
         )
     comparison = Comparison(reference, candidate, manifest.task in CLASSIFYING_TASKS)
-    job = _Job(comparison, Path(data), text_column, pair_column, label_column, batch_size,
-               max_length or manifest.max_length, limit)
+    job = _Job(
+        comparison,
+        Path(data),
+        text_column,
+        pair_column,
+        label_column,
+        batch_size,
+        max_length or manifest.max_length,
+        limit,
+    )
     examples, scores = TASK_EVALUATORS[manifest.task](job)
     labels = "answers" if manifest.task == "question-answering" and scores["float"] else label_column
     report = EvaluationReport(
@@ -617,8 +633,10 @@ def evaluation_markdown(report: EvaluationReport) -> str:
         deltas = report.deltas()
         for key, value in report.metrics["float"].items():
             int8 = report.metrics["int8"][key]
-            lines.append(f"| {METRIC_NAMES[key]} | {format_number(value)} | {format_number(int8)} "
-                         f"| {format_number(deltas[key], signed=True)} |")
+            lines.append(
+                f"| {METRIC_NAMES[key]} | {format_number(value)} | {format_number(int8)} "
+                f"| {format_number(deltas[key], signed=True)} |"
+            )
     else:
         lines.append("No labels, so no task metrics: INT8 is compared with float only.")
     lines += ["", "## INT8 vs float outputs", "", "| measure | value |", "| --- | ---: |"]

@@ -44,7 +44,9 @@ def dynamic_axes(model: TaskModel) -> dict[str, dict[int, str]]:
 
 
 @torch.no_grad()
-def export_onnx(model: TaskModel, example: dict[str, torch.Tensor], path: Path, opset: int) -> onnx.ModelProto:
+def export_onnx(
+    model: TaskModel, example: dict[str, torch.Tensor], path: Path, opset: int
+) -> onnx.ModelProto:
     """Export ``model`` with the TorchScript exporter (Q/DQ for active quantizers) and return the graph."""
     model.eval()
     arguments = tuple(example[name] for name in model.input_names)
@@ -176,17 +178,25 @@ def store_embeddings_int8(model: onnx.ModelProto) -> int:
         table = numpy_helper.to_array(tensor)
         scale = np.maximum(np.abs(table).max(axis=1) / 127.0, np.finfo(np.float32).tiny).astype(np.float32)
         quantized = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
-        graph.initializer.extend([
-            numpy_helper.from_array(quantized, f"{name}_int8"),
-            numpy_helper.from_array(scale, f"{name}_scale"),
-            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
-        ])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(quantized, f"{name}_int8"),
+                numpy_helper.from_array(scale, f"{name}_scale"),
+                numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
+            ]
+        )
         dequantized = f"{name}_dequantized"
         position = list(graph.node).index(node)
-        graph.node.insert(position, helper.make_node(
-            "DequantizeLinear", [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"], [dequantized],
-            name=f"{name}/DequantizeLinear", axis=0,
-        ))
+        graph.node.insert(
+            position,
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"],
+                [dequantized],
+                name=f"{name}/DequantizeLinear",
+                axis=0,
+            ),
+        )
         for consumer in index.consumers[name]:
             for slot, value in enumerate(consumer.input):
                 if value == name:
@@ -197,10 +207,16 @@ def store_embeddings_int8(model: onnx.ModelProto) -> int:
     return stored
 
 
+# Constants stay separate (ONNX Runtime's QDQ rewrites assume unshared zero points), and so does each
+# Q/DQ pair: ONNX Runtime fuses Q -> DQ -> MatMul into an integer MatMul only when the pair feeds one
+# MatMul (a QuantizeLinear shared by query/key/value left all three in float).
+UNSHARED_OPS = ("Constant", "QuantizeLinear", "DequantizeLinear")
+
+
 def merge_duplicate_nodes(model: onnx.ModelProto) -> int:
     """Common-subexpression elimination: nodes with the same op, attributes and inputs (constants compared
-    by value) are computed once. Siblings that read one tensor through identical SmoothQuant Mul and
-    Q/DQ (query/key/value) then share them. Returns how many nodes were removed."""
+    by value) are computed once: siblings that read one tensor through identical SmoothQuant scales
+    (query/key/value) share one Mul. Returns how many nodes were removed."""
     graph = model.graph
     index = _GraphIndex(graph)
     graph_outputs = {output.name for output in graph.output}
@@ -210,14 +226,16 @@ def merge_duplicate_nodes(model: onnx.ModelProto) -> int:
     for node in list(graph.node):
         for position, name in enumerate(node.input):
             node.input[position] = renamed.get(name, name)
-        if node.op_type == "Constant" or any(
+        if node.op_type in UNSHARED_OPS or any(
             a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
         ):
-            continue  # constants stay separate (ONNX Runtime's QDQ rewrites assume unshared zero points)
+            continue
         inputs = []
         for name in node.input:
             value = index.constant(name)
-            inputs.append(("value", value.dtype.str, value.shape, value.tobytes()) if value is not None else name)
+            inputs.append(
+                ("value", value.dtype.str, value.shape, value.tobytes()) if value is not None else name
+            )
         key = (node.op_type, node.domain, tuple(inputs), tuple(a.SerializeToString() for a in node.attribute))
         first = seen.get(key)
         if first is None or graph_outputs & set(node.output):
@@ -229,7 +247,9 @@ def merge_duplicate_nodes(model: onnx.ModelProto) -> int:
         removed += 1
     for node in graph.node:  # outer-scope names read inside subgraphs
         for attribute in node.attribute:
-            for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            for subgraph in (
+                [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs
+            ):
                 for inner in subgraph.node:
                     for position, name in enumerate(inner.input):
                         inner.input[position] = renamed.get(name, name)
@@ -267,7 +287,9 @@ def remove_unused(model: onnx.ModelProto) -> None:
             break
         for node in dead:
             graph.node.remove(node)
-    used = {name for node in graph.node for name in _names_read(node)} | {output.name for output in graph.output}
+    used = {name for node in graph.node for name in _names_read(node)} | {
+        output.name for output in graph.output
+    }
     for tensor in [tensor for tensor in graph.initializer if tensor.name not in used]:
         graph.initializer.remove(tensor)
 

@@ -46,7 +46,9 @@ def _resolve_source(model: str | Path) -> str:
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise TrtQuantError(f"{path} is a file, not a model directory: pass the directory holding config.json.")
+            raise TrtQuantError(
+                f"{path} is a file, not a model directory: pass the directory holding config.json."
+            )
         if not (path / "config.json").is_file():
             raise TrtQuantError(
                 f"{path} is not a Hugging Face model directory (no config.json): pass a directory saved with "
@@ -55,7 +57,9 @@ def _resolve_source(model: str | Path) -> str:
         return str(path)
     looks_like_hub_id = str(model).count("/") <= 1 and not str(model).startswith((".", "/", "~"))
     if not looks_like_hub_id:
-        raise TrtQuantError(f"Model path {model} does not exist: pass an existing model directory or a hub id.")
+        raise TrtQuantError(
+            f"Model path {model} does not exist: pass an existing model directory or a hub id."
+        )
     return str(model)
 
 
@@ -66,6 +70,12 @@ def model_input_names(model: torch.nn.Module, config: Any) -> list[str]:
     if "token_type_ids" in names and int(getattr(config, "type_vocab_size", 0) or 0) < 2:
         names.remove("token_type_ids")
     return names
+
+
+def _has_safetensors(source: str) -> bool | None:
+    """True for a local directory holding safetensors weights (then only those are read), else None."""
+    directory = Path(source)
+    return True if directory.is_dir() and any(directory.glob("*.safetensors")) else None
 
 
 def _check_head(task: Task, missing_keys: list[str], source: str) -> None:
@@ -111,6 +121,7 @@ def load_model(model: str | Path, task: str, trust_remote_code: bool = False) ->
             trust_remote_code=trust_remote_code,
             dtype=torch.float32,
             attn_implementation="eager",
+            use_safetensors=_has_safetensors(source),
         )
     except (OSError, ValueError) as exc:
         raise TrtQuantError(

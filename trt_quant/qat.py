@@ -183,7 +183,10 @@ def _logit_distance(
 
 
 def _logits_distance(
-    task: TaskModel, student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], temperature: float,
+    task: TaskModel,
+    student: tuple[torch.Tensor, ...],
+    teacher: tuple[torch.Tensor, ...],
+    temperature: float,
     mask: torch.Tensor,
 ) -> torch.Tensor:
     """Mean :func:`_logit_distance` over the task's outputs; per-token logits count unpadded tokens only."""
@@ -211,7 +214,10 @@ def _output_distance(
 
 
 def _loss(
-    model: TaskModel, teacher: TaskModel | None, feeds: dict[str, torch.Tensor], labels: torch.Tensor | None,
+    model: TaskModel,
+    teacher: TaskModel | None,
+    feeds: dict[str, torch.Tensor],
+    labels: torch.Tensor | None,
     config: QatConfig,
 ) -> torch.Tensor:
     outputs, hidden = _forward(model, feeds)
@@ -399,8 +405,12 @@ def _word_lists(rows: list[dict[str, Any]], column: str, source: str) -> list[li
 
 
 def _token_batches(
-    loaded: LoadedModel, rows: list[dict[str, Any]], text_column: str | None, label_column: str | None,
-    source: Path, config: QatConfig,
+    loaded: LoadedModel,
+    rows: list[dict[str, Any]],
+    text_column: str | None,
+    label_column: str | None,
+    source: Path,
+    config: QatConfig,
 ) -> tuple[list[LabelledBatch], TextData]:
     """Token classification: a list of words per row and, with labels, one tag per word; the first
     sub-token of each word carries its tag. Returns the batches and the rows as texts (for calibration)."""
@@ -425,8 +435,14 @@ def _token_batches(
     batches: list[LabelledBatch] = []
     for start in range(0, len(order), config.batch_size):
         rows_here = order[start : start + config.batch_size]
-        encoded = tokenizer([words[i] for i in rows_here], is_split_into_words=True, truncation=True,
-                            max_length=config.max_length, padding=True, return_tensors="pt")
+        encoded = tokenizer(
+            [words[i] for i in rows_here],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=config.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         labels = None
         if tags is not None:
             labels = torch.full(encoded["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
@@ -452,8 +468,12 @@ def read_inputs(
 
 
 def training_batches(
-    loaded: LoadedModel, train_data: str | Path, label_column: str | None, text_column: str | None,
-    pair_column: str | None, config: QatConfig,
+    loaded: LoadedModel,
+    train_data: str | Path,
+    label_column: str | None,
+    text_column: str | None,
+    pair_column: str | None,
+    config: QatConfig,
 ) -> tuple[list[LabelledBatch], TextData]:
     """Shuffled (seeded), tokenized training batches with labels where the task has them, and the
     training texts. Labels are read for text and token classification only; other tasks learn the

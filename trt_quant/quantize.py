@@ -16,6 +16,7 @@ import io
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,32 +37,46 @@ INPUT_QUANTIZER = "input_quantizer"
 def _modelopt_config(quantize_residual: bool) -> dict:
     entries: list[dict] = [
         {"quantizer_name": "*", "enable": False},
-        {"quantizer_name": f"*{WEIGHT_QUANTIZER}", "parent_class": "nn.Linear", "cfg": {"num_bits": 8, "axis": 0}},
-        {"quantizer_name": f"*{INPUT_QUANTIZER}", "parent_class": "nn.Linear", "cfg": {"num_bits": 8, "axis": None}},
+        {
+            "quantizer_name": f"*{WEIGHT_QUANTIZER}",
+            "parent_class": "nn.Linear",
+            "cfg": {"num_bits": 8, "axis": 0},
+        },
+        {
+            "quantizer_name": f"*{INPUT_QUANTIZER}",
+            "parent_class": "nn.Linear",
+            "cfg": {"num_bits": 8, "axis": None},
+        },
     ]
     if quantize_residual:
         entries.append(
-            {"quantizer_name": f"*{INPUT_QUANTIZER}", "parent_class": "nn.LayerNorm", "cfg": {"num_bits": 8, "axis": None}}
+            {
+                "quantizer_name": f"*{INPUT_QUANTIZER}",
+                "parent_class": "nn.LayerNorm",
+                "cfg": {"num_bits": 8, "axis": None},
+            }
         )
     return {"quant_cfg": entries, "algorithm": "max"}
 
 
-def _tensor_quantizer_class() -> type:
+def _tensor_quantizer_class() -> Any:
     from modelopt.torch.quantization.nn import TensorQuantizer
 
-    return TensorQuantizer  # type: ignore[no-any-return]
+    return TensorQuantizer
 
 
-def quantized_linears(model: nn.Module) -> dict[str, nn.Module]:
+def quantized_linears(model: nn.Module) -> dict[str, Any]:
     """Linear layers that carry quantizers, keyed by module name."""
     return {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and hasattr(module, WEIGHT_QUANTIZER) and hasattr(module, INPUT_QUANTIZER)
+        if isinstance(module, nn.Linear)
+        and hasattr(module, WEIGHT_QUANTIZER)
+        and hasattr(module, INPUT_QUANTIZER)
     }
 
 
-def enabled_input_quantizers(model: nn.Module) -> dict[str, nn.Module]:
+def enabled_input_quantizers(model: nn.Module) -> dict[str, Any]:
     """Enabled activation quantizers (Linear and, if chosen, LayerNorm inputs), keyed by quantizer name."""
     quantizer_class = _tensor_quantizer_class()
     return {
@@ -92,10 +107,10 @@ def insert_quantizers(model: TaskModel, config: QuantConfig, extra_float: Sequen
     with contextlib.redirect_stdout(io.StringIO()):  # Model Optimizer prints every class it registers
         quantized = mtq.quantize(model, _modelopt_config(config.quantize_residual), forward_loop=None)
     keep_float(quantized, [*config.keep_float, *extra_float])
-    return quantized  # type: ignore[no-any-return]
+    return quantized
 
 
-def _new_calibrator(method: str) -> object:
+def _new_calibrator(method: str) -> Any:
     from modelopt.torch.quantization.calib import HistogramCalibrator, MaxCalibrator
 
     if method == "max":
@@ -104,7 +119,9 @@ def _new_calibrator(method: str) -> object:
 
 
 @torch.no_grad()
-def calibrate(model: TaskModel, batches: Sequence[dict[str, torch.Tensor]], config: QuantConfig) -> dict[str, float]:
+def calibrate(
+    model: TaskModel, batches: Sequence[dict[str, torch.Tensor]], config: QuantConfig
+) -> dict[str, float]:
     """Collect activation statistics over ``batches`` and set every input quantizer's range (amax).
 
     Returns the calibrated amax per quantizer name. Quantizers that saw no data (layers the task never
@@ -183,7 +200,9 @@ def input_channel_ranges(model: TaskModel, batches: Sequence[dict[str, torch.Ten
 def _float_forward(model: nn.Module) -> Iterator[None]:
     """Temporarily run with every enabled quantizer switched off."""
     quantizer_class = _tensor_quantizer_class()
-    active = [module for module in model.modules() if isinstance(module, quantizer_class) and module.is_enabled]
+    active = [
+        module for module in model.modules() if isinstance(module, quantizer_class) and module.is_enabled
+    ]
     for quantizer in active:
         quantizer.disable()
     try:
@@ -247,10 +266,26 @@ def quantize(
     quantized = insert_quantizers(model, config, extra_float)
     if config.smoothquant is not None:
         smooth(quantized, input_channel_ranges(quantized, batches), config.smoothquant)
+    if config.weight_bits < 8:
+        narrow_weight_ranges(quantized, config.weight_bits)
     if config.int8_embeddings:
         round_embeddings(quantized)
     calibrate(quantized, batches, config)
     return quantized
+
+
+@torch.no_grad()
+def narrow_weight_ranges(model: nn.Module, bits: int) -> None:
+    """Use only ``bits`` bits of the INT8 grid for weights: |q| <= 2**(bits-1) instead of 127.
+
+    With 7, ONNX Runtime's fast U8S8 integer GEMM on x86 CPUs without VNNI cannot saturate its 16-bit
+    pair sums (2 x 255 x 64 < 32768), so it computes exactly; the graph stays plain symmetric INT8.
+    """
+    widen = 127.0 / (2 ** (bits - 1) - 1)
+    for module in quantized_linears(model).values():
+        quantizer = getattr(module, WEIGHT_QUANTIZER)
+        if quantizer.is_enabled:
+            quantizer.amax = quantizer.amax * widen
 
 
 @dataclass(frozen=True)
@@ -269,7 +304,11 @@ def summarize(model: nn.Module) -> QuantizationSummary:
     float_names = tuple(
         name for name, module in linears.items() if not getattr(module, WEIGHT_QUANTIZER).is_enabled
     )
-    plain = [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and name not in linears]
+    plain = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name not in linears
+    ]
     return QuantizationSummary(
         quantized_linears=len(linears) - len(float_names),
         float_linears=len(float_names) + len(plain),

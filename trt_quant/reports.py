@@ -31,19 +31,34 @@ def convert_summary(report: ConvertReport) -> Table:
     percentile = f" {quant['percentile']}" if quant.get("percentile") else ""
     table.add_row("calibration", f"{quant['method']}{percentile} on {quant['calib_samples']} samples")
     table.add_row("INT8 linears", f"{quant['quantized_linears']} (float: {len(quant['float_linears'])})")
+    mixed = quant.get("mixed_precision")
+    if mixed:
+        table.add_row(
+            "mixed precision",
+            f"{mixed['budget']}: {len(mixed['float_layers'])} layers kept float, "
+            f"{mixed['int8_flop_share']:.0%} of Linear FLOPs in INT8",
+        )
     sizes = manifest.sizes
-    table.add_row("ONNX size", f"float {_mb(sizes['float_onnx_bytes'])} -> INT8 {_mb(sizes['int8_onnx_bytes'])} "
-                               f"({sizes['int8_to_float_ratio']:.0%})")
+    table.add_row(
+        "ONNX size",
+        f"float {_mb(sizes['float_onnx_bytes'])} -> INT8 {_mb(sizes['int8_onnx_bytes'])} "
+        f"({sizes['int8_to_float_ratio']:.0%})",
+    )
     accuracy = manifest.accuracy
     if "mean_cosine" in accuracy:
         agreement = accuracy.get("top1_agreement")
         extra = f", top-1 agreement {agreement:.2%}" if agreement is not None else ""
-        table.add_row("INT8 vs float", f"cosine mean {accuracy['mean_cosine']:.4f} min {accuracy['min_cosine']:.4f}"
-                                       f"{extra} on {accuracy['examples']} held-out examples")
+        table.add_row(
+            "INT8 vs float",
+            f"cosine mean {accuracy['mean_cosine']:.4f} min {accuracy['min_cosine']:.4f}"
+            f"{extra} on {accuracy['examples']} held-out examples",
+        )
     else:
         table.add_row("INT8 vs float", f"not measured: held-out data {accuracy.get('data')}")
     errors = [f for f in report.check_findings if f.severity == "error"]
-    table.add_row("TensorRT rules", f"{len(errors)} errors, {len(report.check_findings) - len(errors)} warnings")
+    table.add_row(
+        "TensorRT rules", f"{len(errors)} errors, {len(report.check_findings) - len(errors)} warnings"
+    )
     table.add_row("time", ", ".join(f"{step} {seconds:.1f}s" for step, seconds in report.timings.items()))
     return table
 
@@ -52,20 +67,38 @@ def demo_table(result: DemoResult) -> Table:
     """Float vs INT8: file size, cosine on held-out sentences, ONNX Runtime latency."""
     manifest = result.report.manifest
     sizes, accuracy = manifest.sizes, manifest.accuracy
-    table = Table(title=f"float vs INT8, ONNX Runtime CPU, batch {result.float_latency.batch}, "
-                        f"sequence {result.float_latency.sequence}", title_justify="left")
+    table = Table(
+        title=f"float vs INT8, ONNX Runtime CPU, batch {result.float_latency.batch}, "
+        f"sequence {result.float_latency.sequence}",
+        title_justify="left",
+    )
     for column in ("", "float32", "INT8 (trt-quant)", "INT8 / float"):
         table.add_column(column)
-    table.add_row("ONNX file", _mb(sizes["float_onnx_bytes"]), _mb(sizes["int8_onnx_bytes"]),
-                  f"{sizes['int8_to_float_ratio']:.2f}x")
-    table.add_row("cosine vs float (held-out)", "1.0000",
-                  f"mean {accuracy.get('mean_cosine', float('nan')):.4f} / min {accuracy.get('min_cosine', float('nan')):.4f}",
-                  f"{accuracy.get('examples', 0)} sentences")
+    table.add_row(
+        "ONNX file",
+        _mb(sizes["float_onnx_bytes"]),
+        _mb(sizes["int8_onnx_bytes"]),
+        f"{sizes['int8_to_float_ratio']:.2f}x",
+    )
+    table.add_row(
+        "cosine vs float (held-out)",
+        "1.0000",
+        f"mean {accuracy.get('mean_cosine', float('nan')):.4f} / min {accuracy.get('min_cosine', float('nan')):.4f}",
+        f"{accuracy.get('examples', 0)} sentences",
+    )
     fl, q = result.float_latency, result.int8_latency
-    table.add_row("latency p50", f"{fl.p50_ms:.1f} ms", f"{q.p50_ms:.1f} ms", f"{fl.p50_ms / q.p50_ms:.2f}x faster")
-    table.add_row("latency p90", f"{fl.p90_ms:.1f} ms", f"{q.p90_ms:.1f} ms", f"{fl.p90_ms / q.p90_ms:.2f}x faster")
-    table.add_row("throughput", f"{fl.throughput:.1f} seq/s", f"{q.throughput:.1f} seq/s",
-                  f"{q.throughput / fl.throughput:.2f}x")
+    table.add_row(
+        "latency p50", f"{fl.p50_ms:.1f} ms", f"{q.p50_ms:.1f} ms", f"{fl.p50_ms / q.p50_ms:.2f}x faster"
+    )
+    table.add_row(
+        "latency p90", f"{fl.p90_ms:.1f} ms", f"{q.p90_ms:.1f} ms", f"{fl.p90_ms / q.p90_ms:.2f}x faster"
+    )
+    table.add_row(
+        "throughput",
+        f"{fl.throughput:.1f} seq/s",
+        f"{q.throughput:.1f} seq/s",
+        f"{q.throughput / fl.throughput:.2f}x",
+    )
     return table
 
 
@@ -81,8 +114,11 @@ def engine_summary(record: dict) -> Table:
 
 def sensitivity_table(analysis: Analysis, rows: int = 15) -> Table:
     """The most sensitive layers first: score with only that layer INT8 and the drop it causes."""
-    table = Table(title=f"Per-layer sensitivity ({analysis.metric}); all layers INT8: {analysis.all_int8_score:.4f}",
-                  title_justify="left", caption=f"charts and full list: {', '.join(map(str, analysis.files))}")
+    table = Table(
+        title=f"Per-layer sensitivity ({analysis.metric}); all layers INT8: {analysis.all_int8_score:.4f}",
+        title_justify="left",
+        caption=f"charts and full list: {', '.join(map(str, analysis.files))}",
+    )
     for column in ("rank", "layer", "score (only this layer INT8)", "drop"):
         table.add_column(column)
     for rank, item in enumerate(analysis.ranking[:rows], start=1):
@@ -95,15 +131,22 @@ def evaluation_table(report: EvaluationReport) -> Table:
     from .evaluate import METRIC_NAMES, agreement_rows, format_number
 
     labels = f"labels '{report.labels}'" if report.labels else "no labels"
-    table = Table(title=f"float vs INT8 ({report.backend}): {report.examples} examples, {labels}",
-                  caption=f"data: {report.data}; artifact: {report.artifact}",
-                  title_justify="left", caption_justify="left")
+    table = Table(
+        title=f"float vs INT8 ({report.backend}): {report.examples} examples, {labels}",
+        caption=f"data: {report.data}; artifact: {report.artifact}",
+        title_justify="left",
+        caption_justify="left",
+    )
     for column in ("metric", "float", "INT8", "delta"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     deltas = report.deltas()
     for key, value in report.metrics["float"].items():
-        table.add_row(METRIC_NAMES[key], format_number(value), format_number(report.metrics["int8"][key]),
-                      format_number(deltas[key], signed=True))
+        table.add_row(
+            METRIC_NAMES[key],
+            format_number(value),
+            format_number(report.metrics["int8"][key]),
+            format_number(deltas[key], signed=True),
+        )
     table.add_section()
     for measure, shown in agreement_rows(report.agreement):
         table.add_row(f"INT8 vs float: {measure}", "", shown, "")

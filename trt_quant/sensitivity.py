@@ -42,7 +42,9 @@ def parse_budget(spec: str) -> Budget:
     """Parse ``"cosine>=0.995"`` or ``"drop<=0.5"``."""
     match = re.fullmatch(r"\s*(cosine)\s*>=\s*([0-9.]+)\s*|\s*(drop)\s*<=\s*([0-9.]+)\s*", spec)
     if not match:
-        raise TrtQuantError(f"Accuracy budget '{spec}' is not understood: write \"cosine>=0.995\" or \"drop<=0.5\".")
+        raise TrtQuantError(
+            f'Accuracy budget \'{spec}\' is not understood: write "cosine>=0.995" or "drop<=0.5".'
+        )
     kind = match.group(1) or match.group(3)
     value = float(match.group(2) or match.group(4))
     if kind == "cosine" and not 0.0 < value <= 1.0:
@@ -52,7 +54,9 @@ def parse_budget(spec: str) -> Budget:
 
 def linear_flops(model: nn.Module) -> dict[str, int]:
     """Multiply-accumulates per token of every quantizable Linear (in_features x out_features)."""
-    return {name: module.in_features * module.out_features for name, module in quantized_linears(model).items()}
+    return {
+        name: module.in_features * module.out_features for name, module in quantized_linears(model).items()
+    }
 
 
 def int8_flop_share(model: nn.Module) -> float:
@@ -139,8 +143,9 @@ class MixedPrecision:
     int8_flop_share: float
 
 
-def meet_budget(model: TaskModel, budget: Budget, score: Score, float_score: float,
-                ranking: list[LayerSensitivity]) -> MixedPrecision:
+def meet_budget(
+    model: TaskModel, budget: Budget, score: Score, float_score: float, ranking: list[LayerSensitivity]
+) -> MixedPrecision:
     """Keep the most sensitive layers float, one at a time, until ``budget`` holds; error if it never does."""
     linears = quantized_linears(model)
     kept: list[str] = []
@@ -168,7 +173,9 @@ def plot_sensitivity(ranking: list[LayerSensitivity], path: Path, metric: str) -
 
     shown = ranking[:40]
     figure, axes = plt.subplots(figsize=(9, max(3.0, 0.28 * len(shown) + 1.2)))
-    axes.barh([item.layer.removeprefix("model.") for item in shown][::-1], [item.drop for item in shown][::-1])
+    axes.barh(
+        [item.layer.removeprefix("model.") for item in shown][::-1], [item.drop for item in shown][::-1]
+    )
     axes.set_xlabel(f"drop in {metric} when only this layer is INT8")
     axes.set_title("Per-layer quantization sensitivity")
     axes.tick_params(axis="y", labelsize=7)

@@ -64,12 +64,14 @@ def read_squad(path: str | Path) -> list[QAExample]:
         for article in content["data"]:
             for paragraph in article["paragraphs"]:
                 for qa in paragraph["qas"]:
-                    examples.append(QAExample(
-                        id=str(qa.get("id", len(examples) + 1)),
-                        question=str(qa["question"]),
-                        context=str(paragraph["context"]),
-                        answers=[str(answer["text"]) for answer in qa.get("answers", [])],
-                    ))
+                    examples.append(
+                        QAExample(
+                            id=str(qa.get("id", len(examples) + 1)),
+                            question=str(qa["question"]),
+                            context=str(paragraph["context"]),
+                            answers=[str(answer["text"]) for answer in qa.get("answers", [])],
+                        )
+                    )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise TrtQuantError(
             f"{source} is not SQuAD-style JSON ({exc.__class__.__name__}: {exc}): write it as {SQUAD_LAYOUT}."

@@ -33,17 +33,46 @@ class Task:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("feature-extraction", "AutoModel", ("last_hidden_state",), (),
-             lambda out, mask: (out.last_hidden_state,), (True,)),
-        Task("sentence-embedding", "AutoModel", ("sentence_embedding",), (),
-             lambda out, mask: (mean_pool(out.last_hidden_state, mask),), (False,)),
-        Task("text-classification", "AutoModelForSequenceClassification", ("logits",),
-             ("classifier", "pre_classifier", "pooler", "score"),
-             lambda out, mask: (out.logits,), (False,)),
-        Task("token-classification", "AutoModelForTokenClassification", ("logits",), ("classifier",),
-             lambda out, mask: (out.logits,), (True,)),
-        Task("question-answering", "AutoModelForQuestionAnswering", ("start_logits", "end_logits"),
-             ("qa_outputs",), lambda out, mask: (out.start_logits, out.end_logits), (True, True)),
+        Task(
+            "feature-extraction",
+            "AutoModel",
+            ("last_hidden_state",),
+            (),
+            lambda out, mask: (out.last_hidden_state,),
+            (True,),
+        ),
+        Task(
+            "sentence-embedding",
+            "AutoModel",
+            ("sentence_embedding",),
+            (),
+            lambda out, mask: (mean_pool(out.last_hidden_state, mask),),
+            (False,),
+        ),
+        Task(
+            "text-classification",
+            "AutoModelForSequenceClassification",
+            ("logits",),
+            ("classifier", "pre_classifier", "pooler", "score"),
+            lambda out, mask: (out.logits,),
+            (False,),
+        ),
+        Task(
+            "token-classification",
+            "AutoModelForTokenClassification",
+            ("logits",),
+            ("classifier",),
+            lambda out, mask: (out.logits,),
+            (True,),
+        ),
+        Task(
+            "question-answering",
+            "AutoModelForQuestionAnswering",
+            ("start_logits", "end_logits"),
+            ("qa_outputs",),
+            lambda out, mask: (out.start_logits, out.end_logits),
+            (True, True),
+        ),
     )
 }
 

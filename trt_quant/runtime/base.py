@@ -55,14 +55,18 @@ class Runtime(ABC):
     def validate(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Check names, dtypes, ranks and lengths of ``inputs``; return them cast to the declared dtypes."""
         if not isinstance(inputs, Mapping):
-            raise InputError("Runtime inputs must be a dict of arrays keyed by input name: pass {name: array}.")
+            raise InputError(
+                "Runtime inputs must be a dict of arrays keyed by input name: pass {name: array}."
+            )
         expected = self.input_names
         missing = [name for name in expected if name not in inputs]
         if missing:
             raise InputError(f"Input '{missing[0]}' is missing: pass all of {', '.join(expected)}.")
         unknown = [name for name in inputs if name not in expected]
         if unknown:
-            raise InputError(f"Input '{unknown[0]}' is not an input of this model: pass only {', '.join(expected)}.")
+            raise InputError(
+                f"Input '{unknown[0]}' is not an input of this model: pass only {', '.join(expected)}."
+            )
         feeds: dict[str, np.ndarray] = {}
         shape: tuple[int, ...] | None = None
         for spec in self.manifest.inputs:
@@ -83,7 +87,9 @@ class Runtime(ABC):
                 )
             shape = array.shape
             if array.size == 0:
-                raise InputError(f"Input '{spec.name}' is empty (shape {array.shape}): pass at least one token.")
+                raise InputError(
+                    f"Input '{spec.name}' is empty (shape {array.shape}): pass at least one token."
+                )
             if array.shape[-1] > self.manifest.max_length:
                 raise InputError(
                     f"Sequence length {array.shape[-1]} exceeds the model's maximum of {self.manifest.max_length}: "
@@ -130,7 +136,9 @@ class Runtime(ABC):
 
             path = self.directory / TOKENIZER_DIR
             if not path.is_dir():
-                raise TrtQuantError(f"{path} is missing, so raw text cannot be tokenized: convert the model again.")
+                raise TrtQuantError(
+                    f"{path} is missing, so raw text cannot be tokenized: convert the model again."
+                )
             self._tokenizer = AutoTokenizer.from_pretrained(str(path))
         return self._tokenizer
 

@@ -92,7 +92,9 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
         model = onnx.load(str(path))
         fold_lookup_dequantization(model)
         return ort.InferenceSession(
-            model.SerializeToString(), session_options(threads, exact_int8), providers=["CPUExecutionProvider"]
+            model.SerializeToString(),
+            session_options(threads, exact_int8),
+            providers=["CPUExecutionProvider"],
         )
     except Exception as exc:  # onnx and onnxruntime raise several unrelated types for unreadable graphs
         raise ArtifactError(

@@ -274,9 +274,10 @@ def plan_repository(
     scheduling: Scheduling,
     max_length: int | None,
     cc_engines: Mapping[str, str | Path],
+    verify: bool = True,
 ) -> Plan:
     """Check the artifact and the options against each other; raise with the fix, or return the plan."""
-    manifest = load_manifest(artifact)
+    manifest = load_manifest(artifact, verify=verify)
     name = check_model_name(manifest.name if name is None else name)
     check_scheduling(scheduling)
     if artifact.resolve().is_relative_to(repo.resolve()):
@@ -374,6 +375,7 @@ def write_triton_repository(
     overwrite: bool = False,
     max_length: int | None = None,
     cc_engines: Mapping[str, str | Path] | None = None,
+    verify: bool = True,
 ) -> Path:
     """Write a Triton model repository serving the artifact in ``artifact_dir`` to ``repo``; return ``repo``.
 
@@ -387,7 +389,7 @@ def write_triton_repository(
     backend = resolve_backend(artifact, backend)
     kind = resolve_kind(backend, kind)
     scheduling = Scheduling(max_batch, tuple(preferred_batch_sizes), max_queue_delay_us, instances, kind)
-    plan = plan_repository(artifact, repo, name, backend, scheduling, max_length, cc_engines or {})
+    plan = plan_repository(artifact, repo, name, backend, scheduling, max_length, cc_engines or {}, verify)
     with staged_directory(repo, overwrite) as stage:
         write_model(stage / f"{plan.name}_model", plan)
         write_tokenizer(stage / f"{plan.name}_tokenizer", plan)
