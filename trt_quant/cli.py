@@ -59,6 +59,9 @@ def convert(
         float | None, typer.Option(help="SmoothQuant alpha in (0, 1); 0 turns it off.")
     ] = 0.8,
     weight_bits: Annotated[int, typer.Option(help="8, or 7 for ONNX Runtime on x86 CPUs without VNNI.")] = 8,
+    peg_groups: Annotated[
+        int, typer.Option(help="Per-embedding-group quantization of FFN inputs: K groups (0 off).")
+    ] = 0,
     keep_float: Annotated[
         list[str] | None, typer.Option(help="Module-name pattern of Linears to keep float.")
     ] = None,

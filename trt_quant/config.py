@@ -21,6 +21,8 @@ class QuantConfig:
     divided per channel by s = max|x|^alpha / max|w|^(1-alpha) and the weight's input channels multiplied
     by s, which moves activation outliers into the per-channel-quantized weights.
     ``int8_embeddings`` stores embedding tables as INT8 rows with one scale each (lookups stay float).
+    ``peg_groups`` K > 1 quantizes the feed-forward Linears' inputs per embedding group (PEG): K groups
+    of input channels (sorted by range first with ``peg_permute``), each with its own per-tensor scale.
     ``weight_bits`` 7 keeps INT8 weights within +-64: ONNX Runtime's fast integer GEMM on x86 CPUs
     without VNNI then cannot saturate (use it for CPU deployment; TensorRT wants the full 8).
     """
@@ -35,6 +37,8 @@ class QuantConfig:
     smoothquant: float | None = 0.8
     int8_embeddings: bool = True
     weight_bits: int = 8
+    peg_groups: int = 0
+    peg_permute: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -53,6 +57,8 @@ class QuantConfig:
             raise TrtQuantError(
                 f"SmoothQuant alpha {self.smoothquant} is out of range: pass a value in (0, 1)."
             )
+        if self.peg_groups < 0 or self.peg_groups == 1:
+            raise TrtQuantError(f"--peg-groups {self.peg_groups} is not valid: pass 0 (off) or 2 and more groups.")
         if self.weight_bits not in (7, 8):
             raise TrtQuantError(f"--weight-bits {self.weight_bits} is not supported: pass 8 (default) or 7.")
         if self.max_length < 2:

@@ -103,6 +103,20 @@ def split_calibration(
     return calibration, None, "none (every row was used for calibration)"
 
 
+def export_float(
+    stage: Path,
+    loaded: LoadedModel,
+    example: dict[str, torch.Tensor],
+    export_config: ExportConfig,
+    timings: dict[str, float],
+) -> None:
+    """Apply the family's export fix and export the float reference ONNX into ``stage`` (timed)."""
+    step = time.perf_counter()
+    loaded.recipe.export_fix(loaded.model)
+    export_onnx(loaded.model, example, stage / FLOAT_ONNX, export_config.opset)
+    timings["export float"] = time.perf_counter() - step
+
+
 def apply_budget(
     quantized: TaskModel, budget: Budget, reference: list, batches: list[dict[str, Any]]
 ) -> MixedPrecision:
@@ -286,10 +300,7 @@ def convert(
     timings["load"] = time.perf_counter() - started
 
     with staged_directory(output, overwrite) as stage:
-        step = time.perf_counter()
-        loaded.recipe.export_fix(loaded.model)
-        export_onnx(loaded.model, batches[0], stage / FLOAT_ONNX, export_config.opset)
-        timings["export float"] = time.perf_counter() - step
+        export_float(stage, loaded, batches[0], export_config, timings)
 
         step = time.perf_counter()
         budget_batches = (

@@ -25,13 +25,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .artifacts import FLOAT_ONNX, check_output_dir, staged_directory
+from .artifacts import check_output_dir, staged_directory
 from .config import ExportConfig, QuantConfig
-from .convert import EVAL_SAMPLES, ArtifactSource, ConvertReport, check_max_length, write_int8_artifact
+from .convert import (
+    EVAL_SAMPLES,
+    ArtifactSource,
+    ConvertReport,
+    check_max_length,
+    export_float,
+    write_int8_artifact,
+)
 from .data import TextData, pick_column, read_rows, read_texts, select_inputs, tokenize, tokenize_batches
 from .errors import TrtQuantError
 from .evaluate import CLASSIFYING_TASKS
-from .export import export_onnx
 from .models import LoadedModel, load_model
 from .progress import progress
 from .quantize import (
@@ -535,10 +541,7 @@ def qat(
     timings["load"] = time.perf_counter() - started
 
     with staged_directory(output, overwrite) as stage:
-        step = time.perf_counter()
-        loaded.recipe.export_fix(loaded.model)
-        export_onnx(loaded.model, calib_batches[0], stage / FLOAT_ONNX, export_config.opset)
-        timings["export float"] = time.perf_counter() - step
+        export_float(stage, loaded, calib_batches[0], export_config, timings)
 
         step = time.perf_counter()
         unlabelled = any(labels is None for _, labels in batches)

@@ -263,6 +263,10 @@ def quantize(
     extra_float: Sequence[str] = (),
 ) -> TaskModel:
     """Insert INT8 quantizers into ``model`` (in place) and calibrate them on ``batches``."""
+    if config.peg_groups:
+        from .peg import apply_peg
+
+        apply_peg(model, batches, config.peg_groups, config.peg_permute)
     quantized = insert_quantizers(model, config, extra_float)
     if config.smoothquant is not None:
         smooth(quantized, input_channel_ranges(quantized, batches), config.smoothquant)

@@ -1,0 +1,119 @@
+"""The README's accuracy table: all-MiniLM-L6-v2 on GLUE STS-B dev, float vs every recipe and baseline.
+
+For each variant: Spearman x100 of the embeddings' cosine against the gold scores (STS-B dev, 1,500
+pairs, read from ../shared/data/glue), its loss against float, and the mean/min cosine of its sentence
+embeddings against float over the 3,000 STS-B dev sentences (none used for calibration; calibration
+uses trt_quant/resources/calibration.txt). trt-quant variants run their INT8 ONNX on ONNX Runtime.
+Usage: python scripts/accuracy_targets.py [--glue ../shared/data/glue] [--output engines/accuracy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from trt_quant.artifacts import load_manifest
+from trt_quant.baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
+from trt_quant.config import QuantConfig
+from trt_quant.convert import convert
+from trt_quant.data import batched, read_texts
+from trt_quant.demo import builtin_text, minilm_path
+from trt_quant.metrics import spearman
+from trt_quant.runtime import load_runtime
+
+Embed = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+RECIPES: dict[str, tuple[QuantConfig, str | None]] = {
+    "trt-quant default (max, SmoothQuant 0.8)": (QuantConfig(), None),
+    "max, no SmoothQuant (naive W8A8)": (QuantConfig(smoothquant=None), None),
+    "percentile 99.99 + SmoothQuant": (QuantConfig(method="percentile"), None),
+    "entropy + SmoothQuant": (QuantConfig(method="entropy"), None),
+    "mse + SmoothQuant": (QuantConfig(method="mse"), None),
+    "default, 7-bit weight range (CPU)": (QuantConfig(weight_bits=7), None),
+    "PEG, 4 groups permuted, no SmoothQuant": (QuantConfig(smoothquant=None, peg_groups=4), None),
+    "automatic: budget cosine>=0.998": (QuantConfig(), "cosine>=0.998"),
+}
+
+
+def embed_all(run: Embed, tokenize: Callable, texts: list[str]) -> np.ndarray:
+    """Sentence embeddings of ``texts`` in batches of 64."""
+    from trt_quant.data import TextData
+
+    rows = [run(tokenize(batch.texts))["sentence_embedding"] for batch in batched(TextData(texts), 64)]
+    return np.concatenate(rows)
+
+
+def cosine_rows(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return (left * right).sum(1) / (np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--glue", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/glue")
+    parser.add_argument("--output", type=Path, default=Path("engines/accuracy"))
+    arguments = parser.parse_args()
+    stsb = read_texts(arguments.glue / "STS-B" / "dev.tsv", "sentence1", "sentence2", "score")
+    gold = np.array([float(score) for score in stsb.labels or []])
+    first, second = stsb.texts, stsb.pairs or []
+    rows: list[tuple[str, float, float, float, str]] = []
+
+    def record(name: str, run: Embed, tokenize: Callable, flops: str) -> np.ndarray:
+        a, b = embed_all(run, tokenize, first), embed_all(run, tokenize, second)
+        rows.append((name, 100 * spearman(cosine_rows(a, b), gold), *cosine_stats(a, b), flops))
+        return np.concatenate([a, b])
+
+    reference: dict[str, np.ndarray] = {}
+
+    def cosine_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        if "float" not in reference:
+            return 1.0, 1.0
+        got = cosine_rows(np.concatenate([a, b]), reference["float"])
+        return float(got.mean()), float(got.min())
+
+    for index, (name, (config, budget)) in enumerate(RECIPES.items()):
+        artifact = arguments.output / f"recipe-{index}"
+        report = convert(
+            minilm_path(),
+            "sentence-embedding",
+            builtin_text("calibration.txt"),
+            artifact,
+            config,
+            eval_data=builtin_text("heldout.txt"),
+            overwrite=True,
+            accuracy_budget=budget,
+        )
+        runtime = load_runtime(artifact)
+        if index == 0:
+            float_runtime = load_runtime(artifact, precision="float")
+            reference["float"] = record(
+                "float32 (ONNX Runtime)", float_runtime.run, float_runtime.tokenize, "0%"
+            )
+            manifest = load_manifest(artifact)
+            dynamic = ort_runner(
+                ort_dynamic_int8_model(artifact, arguments.output / "ort-dynamic.onnx"), manifest.output_names
+            )
+            record("baseline: ONNX Runtime quantize_dynamic", dynamic, runtime.tokenize, "100%")
+            record(
+                "baseline: PyTorch quantize_dynamic",
+                pytorch_runner(manifest, dynamic_int8=True),
+                runtime.tokenize,
+                "100%",
+            )
+        mixed = report.manifest.quantization.get("mixed_precision")
+        share = f"{mixed['int8_flop_share']:.0%}" if mixed else "100%"
+        record(name, runtime.run, runtime.tokenize, share)
+
+    float_spearman = rows[0][1]
+    print("| variant | STS-B Spearman x100 | loss vs float | cosine mean | cosine min | Linear FLOPs INT8 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, value, mean, low, share in rows:
+        print(f"| {name} | {value:.2f} | {float_spearman - value:+.2f} | {mean:.4f} | {low:.4f} | {share} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
