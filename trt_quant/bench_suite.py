@@ -44,7 +44,7 @@ def _variant(name: str, artifact: Path, manifest: Manifest, threads: int, workdi
         )
     if name == "trt-quant-int8":
         return Variant(name, ort_runner(artifact / INT8_ONNX, outputs, threads))
-    if name in ("tensorrt-int8", "tensorrt-fp16"):
+    if name == "tensorrt-int8":  # TensorRT FP16 of the same model: scripts/bench_gpu.py
         return Variant(name, load_runtime(artifact, backend="tensorrt").run)
     raise TrtQuantError(f"Unknown benchmark variant '{name}': use any of {', '.join(VARIANTS)}.")
 
