@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import torch
-
 from pipeline_steps import convert_step_by_step
 from tiny_models import sentences
+
 from trt_quant.check import check_model
 from trt_quant.config import QuantConfig
 from trt_quant.peg import GroupedLinear, channel_groups
