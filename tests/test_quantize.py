@@ -190,3 +190,65 @@ def test_budget_that_cannot_be_met_is_an_error(tiny_model, calib_file, tmp_path)
             tmp_path / "a",
             accuracy_budget="cos>0.9",
         )
+
+
+def test_drop_budget_on_labels_keeps_the_classifier_within_the_drop(tiny_model, tmp_path) -> None:
+    import torch as torch_
+
+    from trt_quant.convert import convert
+    from trt_quant.models import load_model
+
+    model_dir = tiny_model("bert", "text-classification")
+    texts = sentences(96, seed=9)
+    loaded = load_model(model_dir, "text-classification")
+    batches = tokenize_batches(loaded.tokenizer, TextData(texts[64:]), loaded.input_names, 16, 32)
+    with torch_.no_grad():
+        gold = torch_.cat([loaded.model.run(b)[0] for b in batches]).argmax(-1).tolist()  # float is 100 %
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        "".join(f'{{"text": "{t}", "label": {g}}}\n' for t, g in zip(texts[64:], gold, strict=True))
+    )
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n".join(texts[:64]) + "\n")
+    report = convert(
+        model_dir,
+        "text-classification",
+        calib,
+        tmp_path / "a",
+        QuantConfig(
+            calib_samples=64,
+            max_length=32,
+            method="percentile",
+            percentile=50.0,
+            smoothquant=None,
+            int8_embeddings=False,
+        ),
+        eval_data=data,
+        label_column="label",
+        accuracy_budget="drop<=0",
+    )
+    mixed = report.manifest.quantization["mixed_precision"]
+    assert mixed["budget"] == "drop<=0.0" and mixed["float_score"] == 100.0
+    assert mixed["score"] == 100.0
+
+
+def test_drop_budget_needs_labels_and_a_classifier(tiny_model, calib_file, tmp_path) -> None:
+    from trt_quant.convert import convert
+
+    with pytest.raises(TrtQuantError, match=r"measured in task-metric points: pass --label-column"):
+        convert(
+            tiny_model("bert", "text-classification"),
+            "text-classification",
+            calib_file,
+            tmp_path / "a",
+            accuracy_budget="drop<=0.5",
+        )
+    with pytest.raises(TrtQuantError, match=r"supported for text-classification, not feature-extraction"):
+        convert(
+            tiny_model("bert", "feature-extraction"),
+            "feature-extraction",
+            calib_file,
+            tmp_path / "a",
+            accuracy_budget="drop<=0.5",
+            label_column="label",
+        )

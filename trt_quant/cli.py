@@ -74,6 +74,9 @@ def convert(
     name: Annotated[
         str | None, typer.Option(help="Model name in the manifest (default: the output's name).")
     ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help='Column with gold labels, for a "drop<=X" budget.')
+    ] = None,
     accuracy_budget: Annotated[
         str | None, typer.Option(help='Keep sensitive layers float until e.g. "cosine>=0.995".')
     ] = None,
@@ -112,6 +115,7 @@ def convert(
             trust_remote_code=trust_remote_code,
             name=name,
             accuracy_budget=accuracy_budget,
+            label_column=label_column,
         )
     console.print(reports.convert_summary(report))
     if engine:

@@ -58,7 +58,9 @@ class QuantConfig:
                 f"SmoothQuant alpha {self.smoothquant} is out of range: pass a value in (0, 1)."
             )
         if self.peg_groups < 0 or self.peg_groups == 1:
-            raise TrtQuantError(f"--peg-groups {self.peg_groups} is not valid: pass 0 (off) or 2 and more groups.")
+            raise TrtQuantError(
+                f"--peg-groups {self.peg_groups} is not valid: pass 0 (off) or 2 and more groups."
+            )
         if self.weight_bits not in (7, 8):
             raise TrtQuantError(f"--weight-bits {self.weight_bits} is not supported: pass 8 (default) or 7.")
         if self.max_length < 2:

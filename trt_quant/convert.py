@@ -38,6 +38,7 @@ from .runtime.ort import OrtRuntime
 from .sensitivity import (
     Budget,
     MixedPrecision,
+    classification_score,
     cosine_score,
     layer_sensitivity,
     meet_budget,
@@ -117,22 +118,39 @@ def export_float(
     timings["export float"] = time.perf_counter() - step
 
 
+def check_budget(budget: Budget | None, task: str, label_column: str | None) -> None:
+    """A drop budget needs labels and a task whose metric convert computes (text classification)."""
+    if budget is None or budget.kind == "cosine":
+        return
+    if label_column is None:
+        raise TrtQuantError(f"The budget {budget} is measured in task-metric points: pass --label-column.")
+    if task != "text-classification":
+        raise TrtQuantError(
+            f"A drop budget is supported for text-classification, not {task}: use a cosine budget such as "
+            '"cosine>=0.995".'
+        )
+
+
 def apply_budget(
-    quantized: TaskModel, budget: Budget, reference: list, batches: list[dict[str, Any]]
+    quantized: TaskModel,
+    budget: Budget,
+    reference: list,
+    batches: list[dict[str, Any]],
+    labels: list[Any] | None,
 ) -> MixedPrecision:
-    """Keep the most sensitive Linear layers float until ``budget`` holds on the held-out ``batches``."""
+    """Keep the most sensitive Linear layers float until ``budget`` holds on the held-out ``batches``:
+    output cosine against the float ``reference`` outputs, or the drop of the task metric on ``labels``."""
     if not batches:
         raise TrtQuantError(
             "An accuracy budget needs held-out examples: pass --eval-data, or a calibration file with more rows "
             "than --calib-samples."
         )
-    if budget.kind != "cosine":
-        raise TrtQuantError(
-            f"The budget {budget} needs task labels, which convert does not read yet: use a cosine budget such as "
-            "\"cosine>=0.995\", and 'trt-quant evaluate' for task metrics."
-        )
-    score = cosine_score(reference, batches)
-    return meet_budget(quantized, budget, score, 1.0, layer_sensitivity(quantized, score))
+    if budget.kind == "cosine":
+        score, float_score = cosine_score(reference, batches), 1.0
+    else:
+        metric, score = classification_score(batches, labels or [])
+        float_score = metric(reference)
+    return meet_budget(quantized, budget, score, float_score, layer_sensitivity(quantized, score))
 
 
 def check_max_length(loaded: LoadedModel, max_length: int) -> None:
@@ -272,14 +290,15 @@ def convert(
     trust_remote_code: bool = False,
     name: str | None = None,
     accuracy_budget: str | None = None,
+    label_column: str | None = None,
 ) -> ConvertReport:
     """Quantize ``model`` for ``task`` with calibration texts from ``calib`` and write an artifact to ``output``.
 
     The artifact holds the float ONNX, the INT8 ONNX (explicit Q/DQ, INT8 weights), the tokenizer and a
     manifest with versions, shapes, calibration settings, checksums, sizes and measured agreement of the
     INT8 graph with the float graph on examples kept apart from calibration. With ``accuracy_budget``
-    (``"cosine>=0.995"``) the most sensitive Linear layers stay float until the budget holds on those
-    held-out examples (automatic mixed precision).
+    (``"cosine>=0.995"``, or ``"drop<=0.5"`` accuracy points of a text classifier with ``label_column``)
+    the most sensitive Linear layers stay float until the budget holds on those held-out examples.
     """
     config = config or QuantConfig()
     export_config = export_config or ExportConfig()
@@ -287,12 +306,14 @@ def convert(
     check_output_dir(output, overwrite)
     name = check_name(name or output.name)
     budget = parse_budget(accuracy_budget) if accuracy_budget else None
+    check_budget(budget, task, label_column)
+    labelled = label_column if budget is not None and budget.kind == "drop" else None
     timings: dict[str, float] = {}
     started = time.perf_counter()
     loaded = load_model(model, task, trust_remote_code=trust_remote_code)
     check_max_length(loaded, config.max_length)
-    data = read_texts(calib, text_column, pair_column)
-    held_out = read_texts(eval_data, text_column, pair_column) if eval_data is not None else None
+    data = read_texts(calib, text_column, pair_column, labelled if eval_data is None else None)
+    held_out = read_texts(eval_data, text_column, pair_column, labelled) if eval_data is not None else None
     calibration, evaluation, evaluation_source = split_calibration(data, config.calib_samples, held_out)
     batches = tokenize_batches(
         loaded.tokenizer, calibration, loaded.input_names, config.batch_size, config.max_length
@@ -317,7 +338,8 @@ def convert(
         mixed = None
         if budget is not None:
             step = time.perf_counter()
-            mixed = apply_budget(quantized, budget, reference, budget_batches)
+            labels = evaluation.labels if evaluation is not None else None
+            mixed = apply_budget(quantized, budget, reference, budget_batches, labels)
             timings["mixed precision"] = time.perf_counter() - step
 
         manifest, findings = write_int8_artifact(

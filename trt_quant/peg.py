@@ -17,7 +17,12 @@ from torch import nn
 
 from .tasks import TaskModel
 
-DEFAULT_PEG_LAYERS = ("*intermediate.dense", "*[0-9].output.dense", "*ffn.lin1", "*ffn.lin2")  # the feed-forward Linears
+DEFAULT_PEG_LAYERS = (
+    "*intermediate.dense",
+    "*[0-9].output.dense",
+    "*ffn.lin1",
+    "*ffn.lin2",
+)  # the feed-forward Linears
 
 
 class GroupedLinear(nn.Module):
