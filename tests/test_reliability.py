@@ -70,6 +70,10 @@ COMMAND_MISTAKES = {
         lambda a, t: ["triton", a, "--repo", t / "repo", "--backend", "tensorrt"],
         "engine",
     ),
+    "triton: malformed --cc-engine": (
+        lambda a, t: ["triton", a, "--repo", t / "repo", "--cc-engine", "8.6"],
+        "is not CC=ARTIFACT_DIR",
+    ),
     "bench: bad batch list": (lambda a, t: ["bench", a, "--batch", "eight"], "not a comma-separated list"),
     "bench: unknown variant": (
         lambda a, t: ["bench", a, "--variants", "tvm", "--batch", "1", "--seq", "8"],

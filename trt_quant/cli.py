@@ -174,6 +174,12 @@ def triton(
         int, typer.Option(help="Dynamic batching max queue delay (microseconds).")
     ] = 100,
     max_length: Annotated[int | None, typer.Option(help="Tokenizer truncation length.")] = None,
+    cc_engine: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="CC=ARTIFACT_DIR: also serve that artifact's engine on GPUs of compute capability CC."
+        ),
+    ] = None,
     verify: Annotated[
         bool, typer.Option(help="Verify artifact checksums first (--no-verify for edited files).")
     ] = True,
@@ -194,6 +200,7 @@ def triton(
         max_queue_delay_us=max_queue_delay,
         overwrite=overwrite,
         max_length=max_length,
+        cc_engines=_cc_engines(cc_engine or []),
         verify=verify,
     )
     console.print(f"wrote Triton model repository {written} (see {written / 'README.md'})")
@@ -363,6 +370,18 @@ def analyze(
         text_column=text_column,
     )
     console.print(reports.sensitivity_table(result))
+
+
+def _cc_engines(specs: list[str]) -> dict[str, str]:
+    engines = {}
+    for spec in specs:
+        capability, separator, directory = spec.partition("=")
+        if not separator or not capability or not directory:
+            raise TrtQuantError(
+                f"--cc-engine '{spec}' is not CC=ARTIFACT_DIR: pass e.g. --cc-engine 8.6=engines/a10."
+            )
+        engines[capability] = directory
+    return engines
 
 
 def _integers(spec: str, option: str) -> tuple[int, ...]:
