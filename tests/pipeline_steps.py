@@ -40,7 +40,7 @@ def convert_step_by_step(
     )
     float_model = copy.deepcopy(loaded.model)
     export_onnx(loaded.model, batches[0], directory / "float.onnx", 17)
-    quantized = quantize(loaded.model, batches, config)
+    quantized = quantize(loaded.model, batches, config, family=loaded.recipe.family)
     graph = export_onnx(quantized, batches[0], directory / "int8.onnx", 17)
     finalize_int8_graph(graph, config.int8_embeddings)
     save_onnx(graph, directory / "int8.onnx")

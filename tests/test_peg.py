@@ -64,3 +64,42 @@ def test_peg_exports_per_tensor_qdq_that_matches_pytorch(tiny_model, tmp_path) -
     session = ort.InferenceSession(str(stepped.int8_onnx), options, providers=["CPUExecutionProvider"])
     got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
     assert np.abs(got - expected).max() <= 1e-3 * float(expected.max() - expected.min())
+
+
+def test_attention_quantization_exports_the_fused_int8_attention_pattern(tiny_model, tmp_path) -> None:
+    """Q/DQ on query and key before Q.K^T and on the softmax output and value before P.V; ONNX = PyTorch."""
+    config = QuantConfig(calib_samples=48, max_length=32, quantize_attention=True)
+    stepped = convert_step_by_step(tiny_model("bert", "feature-extraction"), "feature-extraction",
+                                   sentences(64, seed=4), tmp_path, config)
+    graph = stepped.int8_graph.graph
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def dequantized(name: str) -> bool:
+        node = producer.get(name)
+        while node is not None and node.op_type in ("Transpose", "Reshape"):
+            node = producer.get(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    attention_matmuls = [n for n in graph.node if n.op_type == "MatMul" and "/attention/self/MatMul" in n.name]
+    assert len(attention_matmuls) == 4  # Q.K^T and P.V in each of 2 layers
+    assert all(dequantized(n.input[0]) and dequantized(n.input[1]) for n in attention_matmuls)
+    assert not [f for f in check_model(stepped.int8_graph) if f.severity == "error"]
+    feeds = stepped.batches[-1]
+    with torch.no_grad():
+        expected = stepped.quantized_model.run(feeds)[0].numpy()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(stepped.int8_onnx), options, providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
+    assert np.abs(got - expected).max() <= 1e-3 * float(expected.max() - expected.min())
+
+
+def test_attention_quantization_refuses_deberta(tiny_model, tmp_path) -> None:
+    import pytest
+
+    from trt_quant.errors import TrtQuantError
+
+    with pytest.raises(TrtQuantError, match=r"Attention quantization is not available for deberta-v2"):
+        convert_step_by_step(tiny_model("deberta-v2", "feature-extraction"), "feature-extraction",
+                             sentences(32), tmp_path, QuantConfig(calib_samples=16, max_length=32,
+                                                                  quantize_attention=True))

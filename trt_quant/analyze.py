@@ -66,7 +66,9 @@ def analyze(
     )
     eval_batches = tokenize(held_out)
     reference = outputs_of(loaded.model, eval_batches)
-    quantized = quantize(loaded.model, tokenize(data.head(config.calib_samples)), config)
+    quantized = quantize(
+        loaded.model, tokenize(data.head(config.calib_samples)), config, family=loaded.recipe.family
+    )
     score = cosine_score(reference, eval_batches)
     all_int8 = score(quantized)
     ranking = layer_sensitivity(quantized, score)

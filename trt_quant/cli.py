@@ -52,6 +52,9 @@ def convert(
     eval_data: Annotated[
         Path | None, typer.Option(help="Held-out data to measure INT8 against float.")
     ] = None,
+    quantize_attention: Annotated[
+        bool, typer.Option(help="INT8 Q/DQ on query, key, softmax output and value (off by default).")
+    ] = False,
     quantize_residual: Annotated[
         bool, typer.Option(help="Also quantize LayerNorm inputs (costs accuracy).")
     ] = False,
@@ -97,6 +100,7 @@ def convert(
         batch_size=batch_size,
         max_length=max_length,
         quantize_residual=quantize_residual,
+        quantize_attention=quantize_attention,
         smoothquant=smoothquant or None,
         weight_bits=weight_bits,
         keep_float=tuple(keep_float or ()),

@@ -23,6 +23,7 @@ class QuantConfig:
     ``int8_embeddings`` stores embedding tables as INT8 rows with one scale each (lookups stay float).
     ``peg_groups`` K > 1 quantizes the feed-forward Linears' inputs per embedding group (PEG): K groups
     of input channels (sorted by range first with ``peg_permute``), each with its own per-tensor scale.
+    ``quantize_attention`` adds INT8 Q/DQ on query, key, softmax output and value inside attention.
     ``weight_bits`` 7 keeps INT8 weights within +-64: ONNX Runtime's fast integer GEMM on x86 CPUs
     without VNNI then cannot saturate (use it for CPU deployment; TensorRT wants the full 8).
     """
@@ -38,6 +39,7 @@ class QuantConfig:
     int8_embeddings: bool = True
     weight_bits: int = 8
     peg_groups: int = 0
+    quantize_attention: bool = False
     peg_permute: bool = True
 
     def __post_init__(self) -> None:

@@ -332,7 +332,9 @@ def convert(
             else []
         )
         reference = outputs_of(loaded.model, budget_batches)
-        quantized = quantize(loaded.model, batches, config, extra_float=loaded.recipe.keep_float)
+        quantized = quantize(
+            loaded.model, batches, config, extra_float=loaded.recipe.keep_float, family=loaded.recipe.family
+        )
         timings["quantize + calibrate"] = time.perf_counter() - step
 
         mixed = None

@@ -546,7 +546,13 @@ def qat(
         step = time.perf_counter()
         unlabelled = any(labels is None for _, labels in batches)
         teacher = copy.deepcopy(loaded.model) if qat_config.distill or unlabelled else None
-        quantized = quantize(loaded.model, calib_batches, quant_config, extra_float=loaded.recipe.keep_float)
+        quantized = quantize(
+            loaded.model,
+            calib_batches,
+            quant_config,
+            extra_float=loaded.recipe.keep_float,
+            family=loaded.recipe.family,
+        )
         timings["quantize + calibrate"] = time.perf_counter() - step
 
         step = time.perf_counter()

@@ -110,6 +110,21 @@ def insert_quantizers(model: TaskModel, config: QuantConfig, extra_float: Sequen
     return quantized
 
 
+def recipe_for_family(family: str) -> Any:
+    """The recipe of a family name (bert, roberta, deberta-v2, electra, distilbert)."""
+    from .recipes import RECIPES
+
+    return next(recipe for recipe in RECIPES.values() if recipe.family == family)
+
+
+def new_activation_quantizer() -> nn.Module:
+    """A per-tensor symmetric INT8 activation quantizer (for quantizers outside Linear layers)."""
+    from modelopt.torch.quantization.config import QuantizerAttributeConfig
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return TensorQuantizer(QuantizerAttributeConfig(num_bits=8, axis=None))
+
+
 def _new_calibrator(method: str) -> Any:
     from modelopt.torch.quantization.calib import HistogramCalibrator, MaxCalibrator
 
@@ -213,30 +228,53 @@ def _float_forward(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def smooth(model: TaskModel, statistics: ChannelStatistics, alpha: float) -> int:
+def smooth(
+    model: TaskModel, statistics: ChannelStatistics, alpha: float, folds: Sequence[tuple[str, str]] = ()
+) -> int:
     """SmoothQuant: divide each quantized Linear's input by s per channel, multiply its weight by s.
 
     s = max|x|^alpha / max|w|^(1-alpha) per input channel, with max|w| taken over all Linears that read
-    the same tensor, so siblings (query/key/value) share one s, one Mul and one Q/DQ in the exported
-    graph. The division is the input quantizer's ``pre_quant_scale`` (a Mul in front of QuantizeLinear);
-    weight ranges are recomputed. Returns how many layers were smoothed.
+    the same tensor, so siblings (query/key/value) share one s and one Mul in the exported graph. Where
+    ``folds`` names the preceding Linear (attention output after value), the division is folded into that
+    Linear's output channels; elsewhere it is the input quantizer's ``pre_quant_scale`` (a Mul in front
+    of QuantizeLinear). Weight ranges are recomputed. Returns how many layers were smoothed.
     """
     linears = quantized_linears(model)
     smoothed = 0
     for group in statistics.siblings:
-        members = [linears[name] for name in group if getattr(linears[name], INPUT_QUANTIZER).is_enabled]
+        members = [name for name in group if getattr(linears[name], INPUT_QUANTIZER).is_enabled]
         if not members:
             continue
-        weight_range = torch.stack([m.weight.abs().amax(dim=0) for m in members]).amax(dim=0).clamp(min=1e-5)
+        weights = [linears[name].weight for name in members]
+        weight_range = torch.stack([w.abs().amax(dim=0) for w in weights]).amax(dim=0).clamp(min=1e-5)
         activation_range = statistics.ranges[group[0]].clamp(min=1e-5)
         scale = (activation_range**alpha / weight_range ** (1 - alpha)).clamp(min=1e-5)
-        for module in members:
-            getattr(module, INPUT_QUANTIZER).pre_quant_scale = (1.0 / scale).to(module.weight.dtype)
-            module.weight.mul_(scale)
-            weight_quantizer = getattr(module, WEIGHT_QUANTIZER)
-            weight_quantizer.amax = module.weight.abs().amax(dim=1).reshape(weight_quantizer.amax.shape)
+        preceding = _fold_target(members, linears, folds)
+        if preceding is not None:
+            preceding.weight.div_(scale.unsqueeze(1))
+            if preceding.bias is not None:
+                preceding.bias.div_(scale)
+        for name in members:
+            if preceding is None:
+                getattr(linears[name], INPUT_QUANTIZER).pre_quant_scale = (1.0 / scale).to(weights[0].dtype)
+            linears[name].weight.mul_(scale)
             smoothed += 1
+    for module in linears.values():
+        weight_quantizer = getattr(module, WEIGHT_QUANTIZER)
+        if weight_quantizer.is_enabled:
+            weight_quantizer.amax = module.weight.abs().amax(dim=1).reshape(weight_quantizer.amax.shape)
     return smoothed
+
+
+def _fold_target(members: list[str], linears: dict[str, Any], folds: Sequence[tuple[str, str]]) -> Any:
+    """The Linear whose output channels can absorb the smoothing of a lone ``members`` Linear, if any."""
+    if len(members) != 1:
+        return None
+    for suffix, preceding_suffix in folds:
+        if members[0].endswith(suffix):
+            preceding = members[0][: -len(suffix)] + preceding_suffix
+            return linears.get(preceding)
+    return None
 
 
 @torch.no_grad()
@@ -261,15 +299,23 @@ def quantize(
     batches: Sequence[dict[str, torch.Tensor]],
     config: QuantConfig,
     extra_float: Sequence[str] = (),
+    family: str | None = None,
 ) -> TaskModel:
-    """Insert INT8 quantizers into ``model`` (in place) and calibrate them on ``batches``."""
+    """Insert INT8 quantizers into ``model`` (in place) and calibrate them on ``batches``.
+
+    ``family`` (the recipe's) matters only for ``config.quantize_attention``."""
     if config.peg_groups:
         from .peg import apply_peg
 
         apply_peg(model, batches, config.peg_groups, config.peg_permute)
     quantized = insert_quantizers(model, config, extra_float)
+    if config.quantize_attention:
+        from .attention import quantize_attention
+
+        quantize_attention(quantized, family or "unknown")
     if config.smoothquant is not None:
-        smooth(quantized, input_channel_ranges(quantized, batches), config.smoothquant)
+        folds = recipe_for_family(family).smoothquant_folds if family else ()
+        smooth(quantized, input_channel_ranges(quantized, batches), config.smoothquant, folds)
     if config.weight_bits < 8:
         narrow_weight_ranges(quantized, config.weight_bits)
     if config.int8_embeddings:

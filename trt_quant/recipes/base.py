@@ -18,9 +18,13 @@ class Recipe:
 
     ``keep_float`` holds fnmatch patterns of module names whose quantizers stay disabled.
     ``export_fix`` edits a loaded model in place so that its ONNX export is TensorRT friendly.
+    ``smoothquant_folds`` pairs (Linear, preceding Linear) by module-name suffix where SmoothQuant's
+    per-channel division is exact to fold into the preceding Linear's output channels (attention output
+    projection after the value projection), so no Mul is exported for it.
     """
 
     family: str
     model_types: tuple[str, ...]
     keep_float: tuple[str, ...] = field(default_factory=tuple)
     export_fix: Callable[[nn.Module], None] = no_export_fix
+    smoothquant_folds: tuple[tuple[str, str], ...] = (("attention.output.dense", "attention.self.value"),)

@@ -2,4 +2,8 @@
 
 from .base import Recipe
 
-DEBERTA_V2 = Recipe(family="deberta-v2", model_types=("deberta-v2",))
+DEBERTA_V2 = Recipe(
+    family="deberta-v2",
+    model_types=("deberta-v2",),
+    smoothquant_folds=(("attention.output.dense", "attention.self.value_proj"),),
+)

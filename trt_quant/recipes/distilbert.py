@@ -2,4 +2,8 @@
 
 from .base import Recipe
 
-DISTILBERT = Recipe(family="distilbert", model_types=("distilbert",))
+DISTILBERT = Recipe(
+    family="distilbert",
+    model_types=("distilbert",),
+    smoothquant_folds=(("attention.out_lin", "attention.v_lin"),),
+)
