@@ -5,12 +5,24 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import torch
-from pipeline_steps import convert_step_by_step
+from pipeline_steps import SteppedConversion, convert_step_by_step
 from tiny_models import sentences
 
 from trt_quant.check import check_model
 from trt_quant.config import QuantConfig
 from trt_quant.peg import GroupedLinear, channel_groups
+
+
+def assert_int8_graph_matches_pytorch(stepped: SteppedConversion) -> None:
+    """The INT8 graph's own semantics (no ONNX Runtime fusions) within 1e-3 of the output range."""
+    feeds = stepped.batches[-1]
+    with torch.no_grad():
+        expected = stepped.quantized_model.run(feeds)[0].numpy()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(stepped.int8_onnx), options, providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
+    assert np.abs(got - expected).max() <= 1e-3 * float(expected.max() - expected.min())
 
 
 def test_channel_groups_sort_by_range_and_cover_every_channel() -> None:
@@ -56,21 +68,19 @@ def test_peg_exports_per_tensor_qdq_that_matches_pytorch(tiny_model, tmp_path) -
         and producer[n.input[1]].op_type == "DequantizeLinear"
     ]
     assert len(matmuls_with_weights) == 2 * 2 * 4 + 2 * 4
-    feeds = stepped.batches[-1]
-    with torch.no_grad():
-        expected = stepped.quantized_model.run(feeds)[0].numpy()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(stepped.int8_onnx), options, providers=["CPUExecutionProvider"])
-    got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
-    assert np.abs(got - expected).max() <= 1e-3 * float(expected.max() - expected.min())
+    assert_int8_graph_matches_pytorch(stepped)
 
 
 def test_attention_quantization_exports_the_fused_int8_attention_pattern(tiny_model, tmp_path) -> None:
     """Q/DQ on query and key before Q.K^T and on the softmax output and value before P.V; ONNX = PyTorch."""
     config = QuantConfig(calib_samples=48, max_length=32, quantize_attention=True)
-    stepped = convert_step_by_step(tiny_model("bert", "feature-extraction"), "feature-extraction",
-                                   sentences(64, seed=4), tmp_path, config)
+    stepped = convert_step_by_step(
+        tiny_model("bert", "feature-extraction"),
+        "feature-extraction",
+        sentences(64, seed=4),
+        tmp_path,
+        config,
+    )
     graph = stepped.int8_graph.graph
     producer = {o: n for n in graph.node for o in n.output}
 
@@ -80,18 +90,13 @@ def test_attention_quantization_exports_the_fused_int8_attention_pattern(tiny_mo
             node = producer.get(node.input[0])
         return node is not None and node.op_type == "DequantizeLinear"
 
-    attention_matmuls = [n for n in graph.node if n.op_type == "MatMul" and "/attention/self/MatMul" in n.name]
+    attention_matmuls = [
+        n for n in graph.node if n.op_type == "MatMul" and "/attention/self/MatMul" in n.name
+    ]
     assert len(attention_matmuls) == 4  # Q.K^T and P.V in each of 2 layers
     assert all(dequantized(n.input[0]) and dequantized(n.input[1]) for n in attention_matmuls)
     assert not [f for f in check_model(stepped.int8_graph) if f.severity == "error"]
-    feeds = stepped.batches[-1]
-    with torch.no_grad():
-        expected = stepped.quantized_model.run(feeds)[0].numpy()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(stepped.int8_onnx), options, providers=["CPUExecutionProvider"])
-    got = session.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
-    assert np.abs(got - expected).max() <= 1e-3 * float(expected.max() - expected.min())
+    assert_int8_graph_matches_pytorch(stepped)
 
 
 def test_attention_quantization_refuses_deberta(tiny_model, tmp_path) -> None:
@@ -100,6 +105,10 @@ def test_attention_quantization_refuses_deberta(tiny_model, tmp_path) -> None:
     from trt_quant.errors import TrtQuantError
 
     with pytest.raises(TrtQuantError, match=r"Attention quantization is not available for deberta-v2"):
-        convert_step_by_step(tiny_model("deberta-v2", "feature-extraction"), "feature-extraction",
-                             sentences(32), tmp_path, QuantConfig(calib_samples=16, max_length=32,
-                                                                  quantize_attention=True))
+        convert_step_by_step(
+            tiny_model("deberta-v2", "feature-extraction"),
+            "feature-extraction",
+            sentences(32),
+            tmp_path,
+            QuantConfig(calib_samples=16, max_length=32, quantize_attention=True),
+        )
