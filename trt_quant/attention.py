@@ -73,6 +73,11 @@ def quantize_attention(model: nn.Module, family: str) -> int:
         )
     _register()
     modules = attention_modules(model)
+    if not modules:
+        raise TrtQuantError(
+            f"No self-attention module of this {family} model uses transformers' attention interface: "
+            "leave --quantize-attention off for it."
+        )
     for module in modules:
         for name in QUANTIZERS:
             module.add_module(name, new_activation_quantizer())
