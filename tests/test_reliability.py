@@ -80,6 +80,10 @@ COMMAND_MISTAKES = {
         "Unknown benchmark variant 'tvm'",
     ),
     "bench: sequence too long": (lambda a, t: ["bench", a, "--seq", "512"], "above the model's maximum"),
+    "bench: negative padding batch": (
+        lambda a, t: ["bench", a, "--padding-batch", "-1"],
+        "--padding-batch -1 is negative: pass 0 (no table) or a batch size.",
+    ),
     "analyze: unknown task": (
         lambda a, t: ["analyze", t / "none", "--task", "x", "--calib", t / "d.csv", "--output", t / "an"],
         "Unknown task 'x'",

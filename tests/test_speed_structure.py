@@ -6,9 +6,16 @@ import collections
 from pathlib import Path
 
 import onnx
+import pytest
 
 from trt_quant.artifacts import INT8_ONNX, load_manifest
-from trt_quant.runtime.ort import create_session, session_options
+from trt_quant.runtime.ort import (
+    X64_QUANT_PRECISION,
+    OrtRuntime,
+    create_session,
+    exact_int8_needed,
+    session_options,
+)
 
 
 def optimized_graph(path: Path, tmp_path: Path) -> onnx.ModelProto:
@@ -55,3 +62,18 @@ def test_siblings_share_one_smoothquant_mul(tiny_artifact: Path) -> None:
 
 def test_runtime_session_loads_with_the_same_options(tiny_artifact: Path) -> None:
     assert create_session(tiny_artifact / INT8_ONNX) is not None
+
+
+def test_seven_bit_weights_keep_the_fast_integer_kernels_on_cpus_without_vnni(
+    tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("trt_quant.runtime.ort.cpu_lacks_vnni", lambda: True)
+    eight_bit = load_manifest(tiny_artifact)
+    seven_bit = load_manifest(tiny_artifact)
+    seven_bit.quantization["weight_bits"] = 7
+    assert exact_int8_needed(eight_bit) and not exact_int8_needed(seven_bit)
+    exact = OrtRuntime(tiny_artifact, eight_bit).session.get_session_options()  # type: ignore[attr-defined]
+    assert exact.get_session_config_entry(X64_QUANT_PRECISION) == "1"
+    fast = OrtRuntime(tiny_artifact, seven_bit).session.get_session_options()  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="does not have configuration with key"):
+        fast.get_session_config_entry(X64_QUANT_PRECISION)

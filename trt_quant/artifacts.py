@@ -59,6 +59,8 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     engine: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
+    vocab_size: int = 0
+    """Size of the token-id vocabulary (0: not recorded by the trt-quant that wrote the artifact)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -77,6 +79,11 @@ class Manifest:
     @property
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs]
+
+    @property
+    def per_token(self) -> dict[str, bool]:
+        """Which outputs have a sequence axis (per-token outputs)."""
+        return {spec.name: len(spec.shape) > 1 and spec.shape[1] == "sequence" for spec in self.outputs}
 
 
 def sha256_of(path: Path) -> str:

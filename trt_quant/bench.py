@@ -33,12 +33,16 @@ class Latency:
 
 
 def synthetic_feeds(manifest: Manifest, batch: int, sequence: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Token ids of the model's input dtypes: random ids in a safe range, full attention mask."""
+    """Token ids of the model's input dtypes: random ordinary-word ids (1000-2000, or the upper half of a
+    smaller vocabulary), full attention mask."""
     rng = np.random.default_rng(seed)
+    high = min(2000, manifest.vocab_size) if manifest.vocab_size else 2000
     feeds = {}
     for spec in manifest.inputs:
         if spec.name == "input_ids":
-            feeds[spec.name] = rng.integers(1000, 2000, size=(batch, sequence)).astype(spec.dtype)
+            feeds[spec.name] = rng.integers(min(1000, high // 2), high, size=(batch, sequence)).astype(
+                spec.dtype
+            )
         elif spec.name == "attention_mask":
             feeds[spec.name] = np.ones((batch, sequence), dtype=spec.dtype)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import torch
 
 from .artifacts import INT8_ONNX, Manifest, load_manifest
 from .baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
+from .batching import PaddingRow, padding_benchmark, padding_table
 from .bench import BenchRow, Variant, benchmark, synthetic_feeds, write_report
 from .data import TextData, batched, read_texts
 from .errors import TrtQuantError
@@ -66,6 +68,7 @@ def run_benchmark(
     warmup: int = 5,
     iterations: int = 30,
     verify: bool = True,
+    text_column: str | None = None,
 ) -> BenchResult:
     """Benchmark ``variants`` of an artifact's model over batch sizes and sequence lengths.
 
@@ -85,7 +88,7 @@ def run_benchmark(
         raise TrtQuantError(
             f"A sequence length is above the model's maximum of {manifest.max_length}: use shorter --seq."
         )
-    sample = read_texts(texts or builtin_text("heldout.txt")).head(ACCURACY_TEXTS)
+    sample = read_texts(texts or builtin_text("heldout.txt"), text_column).head(ACCURACY_TEXTS)
     with tempfile.TemporaryDirectory() as workdir:
         built = [_variant(name, directory, manifest, threads, Path(workdir)) for name in variants]
         reference = (
@@ -93,18 +96,50 @@ def run_benchmark(
             if variants[0] in ("pytorch-fp32", "ort-fp32")
             else _variant("ort-fp32", directory, manifest, threads, Path(workdir))
         )
-        per_token = {
-            spec.name: len(spec.shape) > 1 and spec.shape[1] == "sequence" for spec in manifest.outputs
-        }
         rows = benchmark(
             built,
             reference,
             lambda b, s: synthetic_feeds(manifest, b, s),
             [(b, s) for s in sequences for b in batches],
             accuracy_batches(directory, sample),
-            per_token,
+            manifest.per_token,
             warmup,
             iterations,
         )
     files = write_report(rows, Path(output) if output else directory / "bench", threads)
     return BenchResult(rows, threads, files)
+
+
+def run_padding_benchmark(
+    artifact: str | Path,
+    texts: str | Path | None = None,
+    text_column: str | None = None,
+    batch_size: int = 8,
+    threads: int | None = None,
+    output: str | Path | None = None,
+    limit: int | None = None,
+    verify: bool = True,
+    max_length: int | None = None,
+) -> tuple[list[PaddingRow], int, list[Path]]:
+    """Time float and INT8 (ONNX Runtime) over real texts with each padding strategy: bucketed, longest
+    and max-length, texts truncated at ``max_length`` (default: the model's maximum). Writes padding.md
+    and padding.json into ``output`` (default: ARTIFACT/bench)."""
+    from .demo import builtin_text
+
+    directory = Path(artifact)
+    threads = threads or os.cpu_count() or 1
+    data = read_texts(texts or builtin_text("heldout.txt"), text_column)
+    sample = data.head(limit) if limit else data
+    runtimes = {
+        precision: load_runtime(
+            directory, backend="onnxruntime", precision=precision, verify=verify, threads=threads
+        )
+        for precision in ("float", "int8")
+    }
+    rows = padding_benchmark(runtimes, sample.texts, batch_size, max_length)
+    report = Path(output) if output else directory / "bench"
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "padding.md").write_text(padding_table(rows, threads), encoding="utf-8")
+    payload = {"threads": threads, "rows": [row.as_dict() for row in rows]}
+    (report / "padding.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return rows, threads, [report / "padding.md", report / "padding.json"]

@@ -409,26 +409,58 @@ def bench(
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     iterations: Annotated[int, typer.Option(help="Timed calls per shape.")] = 30,
     output: Annotated[Path | None, typer.Option(help="Report directory (default ARTIFACT/bench).")] = None,
+    texts: Annotated[
+        Path | None,
+        typer.Option(help="Real texts for the accuracy column and the padding table (default: built-in)."),
+    ] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column of --texts holding the text.")] = None,
+    padding_batch: Annotated[
+        int,
+        typer.Option(help="Batch size of the padding table, texts cut at the longest --seq (0: no table)."),
+    ] = 8,
     verify: Annotated[
         bool, typer.Option(help="Verify artifact checksums first (--no-verify for edited files).")
     ] = True,
 ) -> None:
-    """Latency percentiles and throughput of trt-quant INT8 against float and dynamic-INT8 baselines."""
+    """Latency percentiles and throughput of trt-quant INT8 against float and dynamic-INT8 baselines, and
+    the time to run real texts with each padding strategy (bucketed, longest, max-length)."""
+    from .batching import padding_table
     from .bench import markdown_table
-    from .bench_suite import run_benchmark
+    from .bench_suite import run_benchmark, run_padding_benchmark
 
+    if padding_batch < 0:
+        raise TrtQuantError(
+            f"--padding-batch {padding_batch} is negative: pass 0 (no table) or a batch size."
+        )
+    sequences = _integers(seq, "--seq")
     result = run_benchmark(
         artifact,
         _integers(batch, "--batch"),
-        _integers(seq, "--seq"),
+        sequences,
         tuple(v.strip() for v in variants.split(",")),
         threads,
         output,
+        texts,
         iterations=iterations,
         verify=verify,
+        text_column=text_column,
     )
     console.print(markdown_table(result.rows, result.threads), markup=False, highlight=False)
-    console.print("wrote " + ", ".join(str(path) for path in result.files))
+    files = result.files
+    if padding_batch:
+        rows, used, written = run_padding_benchmark(
+            artifact,
+            texts,
+            text_column,
+            padding_batch,
+            threads,
+            output,
+            verify=False,
+            max_length=max(sequences),
+        )
+        console.print(padding_table(rows, used), markup=False, highlight=False)
+        files = [*files, *written]
+    console.print("wrote " + ", ".join(str(path) for path in files))
 
 
 def main() -> None:

@@ -229,6 +229,7 @@ def write_int8_artifact(
         model_type=loaded.config.model_type,
         task=loaded.task.name,
         max_length=loaded.max_positions,
+        vocab_size=int(getattr(loaded.config, "vocab_size", 0) or 0),
         inputs=graph_inputs(int8_graph),
         outputs=graph_outputs(int8_graph),
         quantization={

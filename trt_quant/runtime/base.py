@@ -99,9 +99,33 @@ class Runtime(ABC):
         return feeds
 
     def tokenize(
-        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = None
+        self,
+        texts: Sequence[str],
+        text_pairs: Sequence[str] | None = None,
+        max_length: int | None = None,
+        pad_to_max_length: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Tokenize texts (and optional second texts) as the model's tokenizer does, padded to the longest."""
+        """Tokenize texts (and optional second texts) as the model's tokenizer does, padded to the longest
+        (or, with ``pad_to_max_length``, to ``max_length``)."""
+        limit = min(max_length or self.manifest.max_length, self.manifest.max_length)
+        encoded = self._encode(texts, text_pairs, limit, "max_length" if pad_to_max_length else True, "np")
+        return select_inputs(encoded, self.input_names)
+
+    def token_counts(
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = None
+    ) -> list[int]:
+        """Number of tokens of each text (with its second text), after truncation at ``max_length``."""
+        limit = min(max_length or self.manifest.max_length, self.manifest.max_length)
+        return [len(ids) for ids in self._encode(texts, text_pairs, limit, False, None)["input_ids"]]
+
+    def _encode(
+        self,
+        texts: Sequence[str],
+        text_pairs: Sequence[str] | None,
+        limit: int,
+        padding: bool | str,
+        tensors: str | None,
+    ) -> Any:
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
@@ -110,23 +134,36 @@ class Runtime(ABC):
             raise InputError(
                 f"Got {len(texts)} texts and {len(text_pairs)} second texts: pass one second text per text."
             )
-        limit = min(max_length or self.manifest.max_length, self.manifest.max_length)
         with self._tokenizer_lock:
-            encoded = self.tokenizer(
+            return self.tokenizer(
                 list(texts),
                 list(text_pairs) if text_pairs is not None else None,
-                padding=True,
+                padding=padding,
                 truncation=True,
                 max_length=limit,
-                return_tensors="np",
+                return_tensors=tensors,
             )
-        return select_inputs(encoded, self.input_names)
 
     def run_text(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = None
     ) -> dict[str, np.ndarray]:
         """Tokenize ``texts`` with the saved tokenizer and run the model on them."""
         return self.run(self.tokenize(texts, text_pairs, max_length))
+
+    def run_texts(
+        self,
+        texts: Sequence[str],
+        text_pairs: Sequence[str] | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        padding: str = "bucketed",
+    ) -> list[dict[str, np.ndarray]]:
+        """Run any number of texts in batches; return one output dict per text, in the given order, with
+        padding removed from per-token outputs. ``padding``: "bucketed" (batches of similar length,
+        padded to their longest; the fastest), "longest" (batches in the given order) or "max-length"."""
+        from ..batching import run_texts
+
+        return run_texts(self, texts, text_pairs, batch_size, max_length, padding)
 
     @property
     def tokenizer(self) -> Any:

@@ -32,6 +32,12 @@ def cpu_lacks_vnni() -> bool:
     return "vnni" not in flags
 
 
+def exact_int8_needed(manifest: Manifest) -> bool:
+    """Whether an artifact needs the exact (U8U8) integer GEMMs: on CPUs without VNNI, unless its weights
+    are 7-bit (within +-64, which cannot saturate the fast U8S8 kernels)."""
+    return cpu_lacks_vnni() and manifest.quantization.get("weight_bits") != 7
+
+
 def session_options(threads: int | None = None, exact_int8: bool | None = None) -> object:
     """ONNX Runtime session options: full graph optimization, ``threads`` intra-op threads (None: all
     cores), and exact INT8 GEMMs where the CPU would saturate (``exact_int8`` None: decide by the CPU)."""
@@ -118,7 +124,8 @@ class OrtRuntime(Runtime):
     ) -> None:
         super().__init__(directory, manifest)
         self.precision = precision
-        self.session = create_session(Path(directory) / PRECISION_FILES[precision], threads, exact_int8)
+        self.exact_int8 = exact_int8_needed(manifest) if exact_int8 is None else exact_int8
+        self.session = create_session(Path(directory) / PRECISION_FILES[precision], threads, self.exact_int8)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, feeds)  # type: ignore[attr-defined]
