@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import sentences
@@ -17,6 +18,7 @@ from trt_quant.quantize import (
     calibrate,
     enabled_input_quantizers,
     insert_quantizers,
+    mse_amax,
     quantized_linears,
     summarize,
 )
@@ -64,6 +66,26 @@ def test_each_method_gives_a_different_sensible_range(prepared) -> None:
     probe_values = [ranges[method][PROBE] for method in ranges]
     assert len({round(value, 6) for value in probe_values}) == 4, probe_values
     assert set(ranges["max"]) == set(ranges["mse"])  # every activation quantizer calibrated by every method
+
+
+def test_mse_range_minimizes_the_quantization_error_of_the_samples() -> None:
+    """Model Optimizer 0.47's own mse search always returned 1/16 of the maximum (a wrong argument);
+    ours must find the range whose INT8 rounding-plus-clipping error over the actual samples is least."""
+    rng = np.random.default_rng(0)
+    values = np.abs(np.concatenate([rng.standard_normal(200_000), [40.0, -38.0, 35.0]]))
+    histogram, edges = np.histogram(values, bins=2048)
+    amax = mse_amax(histogram, edges)
+    assert amax is not None
+
+    def error(limit: float) -> float:
+        step = limit / 127
+        return float(((np.clip(np.round(values / step), 0, 127) * step - values) ** 2).sum())
+
+    centers = (edges[1:] + edges[:-1]) / 2
+    best = min(error(limit) for limit in centers[128::8])
+    assert error(float(amax)) <= 1.01 * best
+    assert float(amax) > 2 * centers[128]  # not the smallest candidate, 1/16 of the maximum
+    assert mse_amax(None, None) is None
 
 
 def test_percentile_value_moves_the_range(prepared) -> None:

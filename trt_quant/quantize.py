@@ -5,7 +5,10 @@ INT8 input quantizer; embeddings stay float; LayerNorm inputs (the residual sums
 with ``QuantConfig.quantize_residual``. Calibration runs our own loop over the quantizers so that every
 method works on CPU: ``max`` with Model Optimizer's max calibrator, and ``percentile``, ``entropy`` and
 ``mse`` with its histogram calibrator. (In the pinned release, ``mtq.quantize`` with a histogram
-calibrator fails: its max-calibration pass calls ``compute_amax()`` without the method argument.)
+calibrator fails: its max-calibration pass calls ``compute_amax()`` without the method argument. Its
+``mse`` search is broken too: it calls ``fake_tensor_quant(centers, amax, num_bits, unsigned)``, which
+takes ``bias`` third, so every candidate range scores garbage and the smallest one, 1/16 of the observed
+maximum, wins; ``mse_amax`` searches the same histogram correctly.)
 """
 
 from __future__ import annotations
@@ -133,6 +136,22 @@ def _new_calibrator(method: str) -> Any:
     return HistogramCalibrator(num_bits=8, axis=None, unsigned=False)
 
 
+def mse_amax(histogram: Any, edges: Any, start_bin: int = 128) -> torch.Tensor | None:
+    """The clipping range that minimizes the mean squared error of symmetric INT8 quantization over a
+    histogram of |x| (bin counts and edges): every ``HISTOGRAM_SEARCH_STRIDE``-th bin centre from
+    ``start_bin`` on is tried as the range, values above it clip. None for an empty histogram."""
+    if histogram is None or edges is None:
+        return None
+    counts = torch.as_tensor(histogram, dtype=torch.float64)
+    bin_edges = torch.as_tensor(edges, dtype=torch.float64)
+    centers = (bin_edges[1:] + bin_edges[:-1]) / 2
+    candidates = centers[min(start_bin, len(centers) - 1) :: HISTOGRAM_SEARCH_STRIDE].clamp(min=1e-12)
+    steps = (candidates / 127).unsqueeze(1)
+    quantized = torch.clamp(torch.round(centers / steps), max=127) * steps
+    errors = ((quantized - centers) ** 2 * counts).sum(dim=1)
+    return candidates[int(torch.argmin(errors))].float()
+
+
 @torch.no_grad()
 def calibrate(
     model: TaskModel, batches: Sequence[dict[str, torch.Tensor]], config: QuantConfig
@@ -153,13 +172,16 @@ def calibrate(
     ranges: dict[str, float] = {}
     for name, quantizer in quantizers.items():
         calibrator = quantizer._calibrator
-        arguments: tuple = () if config.method == "max" else (config.method,)
-        keywords: dict[str, float] = {}
-        if config.method == "percentile":
-            keywords["percentile"] = config.percentile
-        elif config.method in ("entropy", "mse"):
-            keywords["stride"] = HISTOGRAM_SEARCH_STRIDE
-        amax = calibrator.compute_amax(*arguments, **keywords)
+        if config.method == "mse":
+            amax = mse_amax(calibrator._calib_hist, calibrator._calib_bin_edges)
+        else:
+            arguments: tuple = () if config.method == "max" else (config.method,)
+            keywords: dict[str, float] = {}
+            if config.method == "percentile":
+                keywords["percentile"] = config.percentile
+            elif config.method == "entropy":
+                keywords["stride"] = HISTOGRAM_SEARCH_STRIDE
+            amax = calibrator.compute_amax(*arguments, **keywords)
         quantizer.disable_calib()
         if amax is None:
             log.info("quantizer %s saw no data during calibration; disabled", name)
