@@ -19,6 +19,7 @@ from trt_quant.quantize import (
     enabled_input_quantizers,
     insert_quantizers,
     mse_amax,
+    quantize,
     quantized_linears,
     summarize,
 )
@@ -86,6 +87,22 @@ def test_mse_range_minimizes_the_quantization_error_of_the_samples() -> None:
     assert error(float(amax)) <= 1.01 * best
     assert float(amax) > 2 * centers[128]  # not the smallest candidate, 1/16 of the maximum
     assert mse_amax(None, None) is None
+
+
+def test_quantize_is_deterministic_and_gathers_statistics_without_dropout(prepared) -> None:
+    """Model Optimizer puts every module in the wrapper's training mode; SmoothQuant statistics were once
+    gathered with dropout active, so two conversions of one model gave different ranges."""
+    loaded, batches = prepared
+    assert loaded.model.model.config.hidden_dropout_prob > 0
+    runs = []
+    for _ in range(2):
+        model = copy.deepcopy(loaded.model).train()
+        quantized = quantize(model, batches, QuantConfig())
+        assert not any(module.training for module in quantized.modules())
+        runs.append({name: q.amax.clone() for name, q in enabled_input_quantizers(quantized).items()})
+    assert runs[0].keys() == runs[1].keys()
+    for name, amax in runs[0].items():
+        assert torch.equal(amax, runs[1][name]), name
 
 
 def test_percentile_value_moves_the_range(prepared) -> None:

@@ -137,4 +137,4 @@ def load_model(model: str | Path, task: str, trust_remote_code: bool = False) ->
         network.pooler = None  # the pooled output is not a task output: do not quantize or export it
     names = model_input_names(network, config)
     logging.getLogger(__name__).debug("loaded %s (%s) inputs=%s", source, recipe.family, names)
-    return LoadedModel(source, TaskModel(network, spec, names), tokenizer, config, recipe, spec)
+    return LoadedModel(source, TaskModel(network, spec, names).eval(), tokenizer, config, recipe, spec)

@@ -325,12 +325,14 @@ def quantize(
 ) -> TaskModel:
     """Insert INT8 quantizers into ``model`` (in place) and calibrate them on ``batches``.
 
-    ``family`` (the recipe's) matters only for ``config.quantize_attention``."""
+    ``family`` (the recipe's) matters only for ``config.quantize_attention``. Statistics are gathered in
+    inference mode (no dropout), whatever mode ``model`` came in."""
+    model.eval()
     if config.peg_groups:
         from .peg import apply_peg
 
         apply_peg(model, batches, config.peg_groups, config.peg_permute)
-    quantized = insert_quantizers(model, config, extra_float)
+    quantized = insert_quantizers(model, config, extra_float).eval()  # Model Optimizer may restore train mode
     if config.quantize_attention:
         from .attention import quantize_attention
 
