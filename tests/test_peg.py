@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from pipeline_steps import SteppedConversion, convert_step_by_step
 from tiny_models import sentences
@@ -71,11 +74,14 @@ def test_peg_exports_per_tensor_qdq_that_matches_pytorch(tiny_model, tmp_path) -
     assert_int8_graph_matches_pytorch(stepped)
 
 
-def test_attention_quantization_exports_the_fused_int8_attention_pattern(tiny_model, tmp_path) -> None:
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "distilbert"])
+def test_attention_quantization_exports_the_fused_int8_attention_pattern(
+    tiny_model, tmp_path, family
+) -> None:
     """Q/DQ on query and key before Q.K^T and on the softmax output and value before P.V; ONNX = PyTorch."""
     config = QuantConfig(calib_samples=48, max_length=32, quantize_attention=True)
     stepped = convert_step_by_step(
-        tiny_model("bert", "feature-extraction"),
+        tiny_model(family, "feature-extraction"),
         "feature-extraction",
         sentences(64, seed=4),
         tmp_path,
@@ -90,8 +96,11 @@ def test_attention_quantization_exports_the_fused_int8_attention_pattern(tiny_mo
             node = producer.get(node.input[0])
         return node is not None and node.op_type == "DequantizeLinear"
 
+    # Q.K^T and P.V: ".../attention/self/MatMul(_1)" (DistilBERT: ".../attention/MatMul(_1)")
     attention_matmuls = [
-        n for n in graph.node if n.op_type == "MatMul" and "/attention/self/MatMul" in n.name
+        n
+        for n in graph.node
+        if n.op_type == "MatMul" and re.search(r"/attention(/self)?/MatMul(_1)?$", n.name)
     ]
     assert len(attention_matmuls) == 4  # Q.K^T and P.V in each of 2 layers
     assert all(dequantized(n.input[0]) and dequantized(n.input[1]) for n in attention_matmuls)
@@ -100,8 +109,6 @@ def test_attention_quantization_exports_the_fused_int8_attention_pattern(tiny_mo
 
 
 def test_attention_quantization_refuses_deberta(tiny_model, tmp_path) -> None:
-    import pytest
-
     from trt_quant.errors import TrtQuantError
 
     with pytest.raises(TrtQuantError, match=r"Attention quantization is not available for deberta-v2"):

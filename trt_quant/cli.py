@@ -81,7 +81,10 @@ def convert(
         str | None, typer.Option(help='Column with gold labels, for a "drop<=X" budget.')
     ] = None,
     accuracy_budget: Annotated[
-        str | None, typer.Option(help='Keep sensitive layers float until e.g. "cosine>=0.995".')
+        str | None,
+        typer.Option(
+            help='Keep sensitive layers float until "cosine>=0.995" or "drop<=0.5" (task-metric points).'
+        ),
     ] = None,
     overwrite: Overwrite = False,
 ) -> None:

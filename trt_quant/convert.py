@@ -27,9 +27,9 @@ from .artifacts import (
     write_manifest,
 )
 from .config import ExportConfig, QuantConfig
-from .data import TextData, read_texts, tokenize_batches
+from .data import TextData, read_texts, split_pairs, tokenize_batches
 from .errors import TrtQuantError
-from .evaluate import CLASSIFYING_TASKS, OutputAgreement, output_agreement
+from .evaluate import CLASSIFYING_TASKS, LabelSource, OutputAgreement, output_agreement
 from .export import count_ops, export_onnx, finalize_int8_graph, graph_inputs, graph_outputs, save_onnx
 from .models import LoadedModel, load_model
 from .quantize import quantize, summarize
@@ -38,14 +38,15 @@ from .runtime.ort import OrtRuntime
 from .sensitivity import (
     Budget,
     MixedPrecision,
-    classification_score,
+    Score,
     cosine_score,
     layer_sensitivity,
     meet_budget,
     outputs_of,
     parse_budget,
 )
-from .tasks import TaskModel
+from .task_metric import LABELLED_TASKS, PAIRED_TASKS, task_metric
+from .tasks import TaskModel, get_task
 
 log = logging.getLogger(__name__)
 
@@ -119,38 +120,57 @@ def export_float(
 
 
 def check_budget(budget: Budget | None, task: str, label_column: str | None) -> None:
-    """A drop budget needs labels and a task whose metric convert computes (text classification)."""
+    """A drop budget needs labels and a task with a labelled metric (every task but feature-extraction)."""
     if budget is None or budget.kind == "cosine":
         return
     if label_column is None:
         raise TrtQuantError(f"The budget {budget} is measured in task-metric points: pass --label-column.")
-    if task != "text-classification":
+    if get_task(task).name not in LABELLED_TASKS:
         raise TrtQuantError(
-            f"A drop budget is supported for text-classification, not {task}: use a cosine budget such as "
-            '"cosine>=0.995".'
+            f'A {task} model has no task metric for a drop budget: use a cosine budget such as "cosine>=0.995".'
         )
 
 
-def apply_budget(
-    quantized: TaskModel,
-    budget: Budget,
-    reference: list,
-    batches: list[dict[str, Any]],
-    labels: list[Any] | None,
-) -> MixedPrecision:
-    """Keep the most sensitive Linear layers float until ``budget`` holds on the held-out ``batches``:
-    output cosine against the float ``reference`` outputs, or the drop of the task metric on ``labels``."""
-    if not batches:
+def model_texts(data: TextData, task: str) -> TextData:
+    """The texts the model runs on: a sentence-embedding model embeds each text of a pair on its own."""
+    return split_pairs(data) if task == "sentence-embedding" else data
+
+
+@dataclass
+class BudgetMeasure:
+    """An accuracy budget, the score it is measured in (a function of a model) and the float model's score."""
+
+    budget: Budget
+    metric: str
+    score: Score
+    float_score: float
+
+
+def measure_budget(
+    loaded: LoadedModel, budget: Budget, evaluation: TextData | None, labels: LabelSource, config: QuantConfig
+) -> BudgetMeasure:
+    """Score ``budget`` on the held-out ``evaluation`` examples, with ``loaded.model`` still float: output
+    cosine against the float outputs, or the task metric on the labels read from ``labels``."""
+    if not evaluation:
         raise TrtQuantError(
             "An accuracy budget needs held-out examples: pass --eval-data, or a calibration file with more rows "
             "than --calib-samples."
         )
     if budget.kind == "cosine":
-        score, float_score = cosine_score(reference, batches), 1.0
-    else:
-        metric, score = classification_score(batches, labels or [])
-        float_score = metric(reference)
-    return meet_budget(quantized, budget, score, float_score, layer_sensitivity(quantized, score))
+        texts = model_texts(evaluation, loaded.task.name)
+        batches = tokenize_batches(
+            loaded.tokenizer, texts, loaded.input_names, config.batch_size, config.max_length
+        )
+        reference = outputs_of(loaded.model, batches)
+        return BudgetMeasure(budget, "mean cosine vs float", cosine_score(reference, batches), 1.0)
+    metric = task_metric(loaded, evaluation, labels, config.batch_size, config.max_length)
+    return BudgetMeasure(budget, metric.name, metric.score, metric.score(loaded.model))
+
+
+def apply_budget(quantized: TaskModel, measure: BudgetMeasure) -> MixedPrecision:
+    """Keep the most sensitive Linear layers float until the budget holds."""
+    ranking = layer_sensitivity(quantized, measure.score)
+    return meet_budget(quantized, measure.budget, measure.score, measure.float_score, ranking)
 
 
 def check_max_length(loaded: LoadedModel, max_length: int) -> None:
@@ -298,8 +318,14 @@ def convert(
     The artifact holds the float ONNX, the INT8 ONNX (explicit Q/DQ, INT8 weights), the tokenizer and a
     manifest with versions, shapes, calibration settings, checksums, sizes and measured agreement of the
     INT8 graph with the float graph on examples kept apart from calibration. With ``accuracy_budget``
-    (``"cosine>=0.995"``, or ``"drop<=0.5"`` accuracy points of a text classifier with ``label_column``)
-    the most sensitive Linear layers stay float until the budget holds on those held-out examples.
+    (``"cosine>=0.995"``, or ``"drop<=0.5"`` points of the task metric on ``label_column``) the most
+    sensitive Linear layers stay float until the budget holds on those held-out examples. The task metric
+    is the accuracy of a text classifier (Spearman x100 for a single-logit regression head), Spearman x100
+    of cosine(text, pair) against similarity scores for sentence embeddings (each text embedded on its
+    own; the pair column is guessed as ``trt-quant evaluate`` does), entity-level F1 of word tags for token
+    classification (one tag per whitespace-separated word, or a list of words) and SQuAD F1 for question
+    answering (questions, ``pair_column`` contexts, lists of answer texts); feature extraction has none.
+    A sentence-embedding model is calibrated on each text of a pair on its own.
     """
     config = config or QuantConfig()
     export_config = export_config or ExportConfig()
@@ -309,13 +335,20 @@ def convert(
     budget = parse_budget(accuracy_budget) if accuracy_budget else None
     check_budget(budget, task, label_column)
     labelled = label_column if budget is not None and budget.kind == "drop" else None
+    guess_pairs = labelled is not None and task in PAIRED_TASKS  # the metric needs second texts
     timings: dict[str, float] = {}
     started = time.perf_counter()
     loaded = load_model(model, task, trust_remote_code=trust_remote_code)
     check_max_length(loaded, config.max_length)
-    data = read_texts(calib, text_column, pair_column, labelled if eval_data is None else None)
-    held_out = read_texts(eval_data, text_column, pair_column, labelled) if eval_data is not None else None
+    if eval_data is None:  # the held-out examples are the calibration file's rows after calib_samples
+        data, held_out = read_texts(calib, text_column, pair_column, labelled, guess_pairs), None
+        labels = LabelSource(Path(calib), labelled, config.calib_samples + 1)
+    else:
+        data = read_texts(calib, text_column, pair_column)
+        held_out = read_texts(eval_data, text_column, pair_column, labelled, guess_pairs)
+        labels = LabelSource(Path(eval_data), labelled)
     calibration, evaluation, evaluation_source = split_calibration(data, config.calib_samples, held_out)
+    calibration = model_texts(calibration, task)
     batches = tokenize_batches(
         loaded.tokenizer, calibration, loaded.input_names, config.batch_size, config.max_length
     )
@@ -325,24 +358,16 @@ def convert(
         export_float(stage, loaded, batches[0], export_config, timings)
 
         step = time.perf_counter()
-        budget_batches = (
-            tokenize_batches(
-                loaded.tokenizer, evaluation, loaded.input_names, config.batch_size, config.max_length
-            )
-            if budget and evaluation
-            else []
-        )
-        reference = outputs_of(loaded.model, budget_batches)
+        measure = measure_budget(loaded, budget, evaluation, labels, config) if budget is not None else None
         quantized = quantize(
             loaded.model, batches, config, extra_float=loaded.recipe.keep_float, family=loaded.recipe.family
         )
         timings["quantize + calibrate"] = time.perf_counter() - step
 
         mixed = None
-        if budget is not None:
+        if measure is not None:
             step = time.perf_counter()
-            labels = evaluation.labels if evaluation is not None else None
-            mixed = apply_budget(quantized, budget, reference, budget_batches, labels)
+            mixed = apply_budget(quantized, measure)
             timings["mixed precision"] = time.perf_counter() - step
 
         manifest, findings = write_int8_artifact(
@@ -353,10 +378,17 @@ def convert(
             config,
             export_config,
             timings,
-            ArtifactSource(str(model), name, str(calib), len(calibration), evaluation, evaluation_source),
+            ArtifactSource(
+                str(model),
+                name,
+                str(calib),
+                len(calibration),
+                model_texts(evaluation, task) if evaluation is not None else None,
+                evaluation_source,
+            ),
         )
-        if mixed is not None:
-            manifest.quantization["mixed_precision"] = asdict(mixed)
+        if measure is not None and mixed is not None:
+            manifest.quantization["mixed_precision"] = {"metric": measure.metric, **asdict(mixed)}
             write_manifest(stage, manifest)
     timings["total"] = time.perf_counter() - started
     return ConvertReport(output, manifest, timings, findings)

@@ -14,7 +14,7 @@ import torch
 
 from .errors import TrtQuantError
 
-TEXT_COLUMN_GUESSES = ("text", "sentence", "sentence1", "question", "premise", "#1 String")
+TEXT_COLUMN_GUESSES = ("text", "sentence", "sentence1", "question", "premise", "#1 String", "tokens", "words")
 PAIR_COLUMN_GUESSES = ("text_pair", "sentence2", "context", "hypothesis", "#2 String")
 FORMATS = ".txt, .csv, .tsv, .jsonl, .parquet or a saved Hugging Face dataset directory"
 
@@ -169,6 +169,8 @@ def _column(rows: list[dict[str, Any]], name: str, path: Path, as_text: bool) ->
     values = []
     for number, row in enumerate(rows, start=1):
         value = row.get(name)
+        if as_text and isinstance(value, list) and all(isinstance(word, str) for word in value):
+            value = " ".join(value)  # the words of a token-classification example
         if value is None or (as_text and not isinstance(value, str | int | float)):
             raise TrtQuantError(
                 f"Row {number} of {path} has no value in column '{name}': fill or remove that row."
@@ -186,8 +188,9 @@ def read_texts(
 ) -> TextData:
     """Read texts (and optional second texts and labels) from a data file or saved dataset directory.
 
-    Without ``text_column`` a usual name (text, sentence, sentence1, ...) or the only column is used.
-    With ``guess_pairs`` a usual second-text column (sentence2, ...) is used when present.
+    Without ``text_column`` a usual name (text, sentence, sentence1, ..., tokens) or the only column is used;
+    a list of words is joined with spaces. With ``guess_pairs`` a usual second-text column (sentence2, ...)
+    is used when present.
     """
     source = Path(path)
     rows = read_rows(source)
@@ -201,6 +204,11 @@ def read_texts(
     )
     texts = _column(rows, text_name, source, True)
     return TextData(texts, pairs, labels)
+
+
+def split_pairs(data: TextData) -> TextData:
+    """Every text and then every second text, each an example of its own (labels dropped)."""
+    return TextData(data.texts + (data.pairs or []))
 
 
 def batched(data: TextData, batch_size: int) -> Iterable[TextData]:

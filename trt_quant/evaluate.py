@@ -76,12 +76,6 @@ def per_example_vectors(output: np.ndarray, mask: np.ndarray, per_token: bool) -
     return vectors
 
 
-def per_token_outputs(runtime: Runtime) -> dict[str, bool]:
-    """Which outputs have a sequence axis (per-token outputs), from the artifact's manifest."""
-    outputs = runtime.manifest.outputs
-    return {spec.name: len(spec.shape) > 1 and spec.shape[1] == "sequence" for spec in outputs}
-
-
 def compare_outputs(
     reference: dict[str, np.ndarray],
     candidate: dict[str, np.ndarray],
@@ -113,7 +107,7 @@ class Comparison:
         self.reference = reference
         self.candidate = candidate
         self.classify = classify
-        self.per_token = per_token_outputs(reference)
+        self.per_token = reference.manifest.per_token
         self.cosines: list[float] = []
         self.agree: list[bool] = []
         self.max_diff = 0.0
@@ -201,6 +195,26 @@ def _no_metrics() -> Metrics:
     return {precision: {} for precision in PRECISIONS}
 
 
+@dataclass(frozen=True)
+class LabelSource:
+    """Where labels were read from, for error messages: the file, its label column, the first example's row."""
+
+    path: Path
+    column: str | None
+    first_row: int = 1
+
+    def row(self, index: int) -> int:
+        """Row number of the ``index``-th example (counting from 0)."""
+        return self.first_row + index
+
+    def error(self, label: Any, index: int, expected: str) -> TrtQuantError:
+        """The error for the label of the ``index``-th example, which is not ``expected``."""
+        return TrtQuantError(
+            f"Label {label!r} in row {self.row(index)} of column '{self.column}' of {self.path} is not "
+            f"{expected}: fix that row or pass the --label-column that holds such labels."
+        )
+
+
 @dataclass
 class _Job:
     """One evaluation: the two runtimes, the data file and its columns, batching and truncation."""
@@ -236,11 +250,9 @@ class _Job:
         for start in progress(starts, "evaluating float vs INT8", total=len(starts)):
             yield slice(start, start + self.batch_size)
 
-    def label_error(self, label: Any, number: int, expected: str) -> TrtQuantError:
-        return TrtQuantError(
-            f"Label {label!r} in row {number} of column '{self.label_column}' of {self.data} is not "
-            f"{expected}: fix that row or pass the --label-column that holds such labels."
-        )
+    @property
+    def labels(self) -> LabelSource:
+        return LabelSource(self.data, self.label_column)
 
 
 def model_label_names(manifest: Manifest) -> dict[int, str] | None:
@@ -268,32 +280,57 @@ def _number(label: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _numbers(job: _Job, labels: list[Any], needed_by: str) -> np.ndarray:
+def numeric_labels(labels: list[Any], source: LabelSource, needed_by: str) -> np.ndarray:
+    """Labels as float64 numbers; one that is not a finite number is an error saying it is ``needed_by``."""
     values = [_number(label) for label in labels]
-    for number, (label, value) in enumerate(zip(labels, values, strict=True), start=1):
+    for index, (label, value) in enumerate(zip(labels, values, strict=True)):
         if value is None:
-            raise job.label_error(label, number, f"a number, which {needed_by} needs")
+            raise source.error(label, index, f"a number, which {needed_by} needs")
     return np.asarray(values, dtype=np.float64)
 
 
-def _class_ids(job: _Job, labels: list[Any], classes: int) -> np.ndarray:
-    """Class indices from integer labels, digit strings or the model's label names."""
-    by_name = {name: index for index, name in (model_label_names(job.manifest) or {}).items()}
+def class_ids(
+    labels: list[Any], classes: int, names: dict[int, str] | None, source: LabelSource
+) -> np.ndarray:
+    """Class indices from integer labels, digit strings or the model's label ``names``."""
+    by_name = {name: index for index, name in (names or {}).items()}
     ids = []
-    for number, label in enumerate(labels, start=1):
+    for index, label in enumerate(labels):
         name = label.strip() if isinstance(label, str) else None
         value = by_name[name] if name in by_name else _number(label)
         if value is None or not float(value).is_integer() or not 0 <= value < classes:
-            names = f" or one of {', '.join(by_name)}" if by_name else ""
-            raise job.label_error(label, number, f"a class of this model (0 to {classes - 1}{names})")
+            choices = f" or one of {', '.join(by_name)}" if by_name else ""
+            raise source.error(label, index, f"a class of this model (0 to {classes - 1}{choices})")
         ids.append(int(value))
     return np.asarray(ids)
 
 
-def _correlations(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+def classification_targets(
+    labels: list[Any], classes: int, names: dict[int, str] | None, source: LabelSource
+) -> np.ndarray:
+    """Gold values of a text classifier with ``classes`` logits: numbers for a single-logit regression
+    head, else class indices."""
+    if classes == 1:
+        return numeric_labels(labels, source, "a single-logit regression model")
+    return class_ids(labels, classes, names, source)
+
+
+def correlations(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Pearson and Spearman x100."""
     return {
         "pearson": 100 * metrics.pearson(predictions, targets),
         "spearman": 100 * metrics.spearman(predictions, targets),
+    }
+
+
+def classification_metrics(logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 (percent) of the argmax; Pearson/Spearman x100 of a single logit (regression)."""
+    if logits.shape[-1] == 1:
+        return correlations(logits[:, 0], targets)
+    predictions = logits.argmax(-1)
+    return {
+        "accuracy": 100 * metrics.accuracy(predictions, targets),
+        "macro_f1": 100 * metrics.macro_f1(predictions, targets),
     }
 
 
@@ -303,10 +340,8 @@ def _classification(job: _Job) -> tuple[int, Metrics]:
     data = job.texts(guess_pairs=True)
     classes = _class_count(job.manifest)
     targets = None
-    if data.labels is not None and classes == 1:
-        targets = _numbers(job, data.labels, "a single-logit regression model")
-    elif data.labels is not None:
-        targets = _class_ids(job, data.labels, classes)
+    if data.labels is not None:
+        targets = classification_targets(data.labels, classes, model_label_names(job.manifest), job.labels)
     name = job.manifest.output_names[0]
     logits: dict[str, list[np.ndarray]] = {precision: [] for precision in PRECISIONS}
     for part in job.chunks(len(data)):
@@ -316,42 +351,46 @@ def _classification(job: _Job) -> tuple[int, Metrics]:
             logits[precision].append(result[name])
     if targets is None:
         return len(data), _no_metrics()
-    scores = {}
-    for precision, parts in logits.items():
-        values = np.concatenate(parts)
-        if classes == 1:
-            scores[precision] = _correlations(values[:, 0], targets)
-        else:
-            predictions = values.argmax(-1)
-            scores[precision] = {
-                "accuracy": 100 * metrics.accuracy(predictions, targets),
-                "macro_f1": 100 * metrics.macro_f1(predictions, targets),
-            }
-    return len(data), scores
+    return len(data), {
+        precision: classification_metrics(np.concatenate(parts), targets)
+        for precision, parts in logits.items()
+    }
+
+
+def check_similarity_pairs(data: TextData) -> None:
+    """Similarity scores belong to sentence pairs: refuse labelled data without second texts."""
+    if data.pairs is None:
+        raise TrtQuantError(
+            "Similarity labels need sentence pairs and no second-text column was found: pass --pair-column."
+        )
+
+
+def pair_cosines(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Cosine of each row of ``left`` with the same row of ``right``, in float64."""
+    pairs = zip(left.astype(np.float64), right.astype(np.float64), strict=True)
+    return np.asarray([_cosine(a, b) for a, b in pairs])
 
 
 def _similarity(job: _Job) -> tuple[int, Metrics]:
     """Sentence embeddings: Pearson/Spearman x100 of cosine(text, pair) against similarity scores (STS-B)."""
     data = job.texts(guess_pairs=True)
-    if data.labels is not None and data.pairs is None:
-        raise TrtQuantError(
-            "Similarity labels need sentence pairs and no second-text column was found: pass --pair-column."
-        )
-    targets = _numbers(job, data.labels, "a similarity score") if data.labels is not None else None
+    targets = None
+    if data.labels is not None:
+        check_similarity_pairs(data)
+        targets = numeric_labels(data.labels, job.labels, "a similarity score")
     name = job.manifest.output_names[0]
-    similarities: dict[str, list[float]] = {precision: [] for precision in PRECISIONS}
+    similarities: dict[str, list[np.ndarray]] = {precision: [] for precision in PRECISIONS}
     for part in job.chunks(len(data)):
         batch = data.slice(part.start, part.stop)
         first = job.comparison.run(job.runtime.tokenize(batch.texts, None, job.max_length))
         if batch.pairs is not None:
             second = job.comparison.run(job.runtime.tokenize(batch.pairs, None, job.max_length))
             for precision, left, right in zip(PRECISIONS, first, second, strict=True):
-                pairs = zip(left[name].astype(np.float64), right[name].astype(np.float64), strict=True)
-                similarities[precision].extend(_cosine(a, b) for a, b in pairs)
+                similarities[precision].append(pair_cosines(left[name], right[name]))
     if targets is None:
         return len(data), _no_metrics()
     return len(data), {
-        precision: _correlations(np.asarray(values), targets) for precision, values in similarities.items()
+        precision: correlations(np.concatenate(parts), targets) for precision, parts in similarities.items()
     }
 
 
@@ -374,11 +413,9 @@ def _words(value: Any, number: int, column: str, path: Path) -> list[str]:
     raise TrtQuantError(f"Row {number} of {path} has no list of words in column '{column}': write a list.")
 
 
-def _bio_label_names(job: _Job) -> dict[int, str]:
-    """The model's tag names, which must be BIO tags for entity-level scores."""
-    names = model_label_names(job.manifest)
-    config = Path(job.manifest.source_model) / "config.json"
-    if names is None or set(names) != set(range(_class_count(job.manifest))):
+def bio_label_names(names: dict[int, str] | None, classes: int, config: Path | str) -> dict[int, str]:
+    """The model's tag ``names`` (the ``id2label`` of ``config``), which must be BIO tags for entity scores."""
+    if names is None or set(names) != set(range(classes)):
         raise TrtQuantError(
             f"The model's tag names are unknown because {config} with an id2label for every class is not "
             "there: restore the source model directory the artifact was converted from."
@@ -392,22 +429,44 @@ def _bio_label_names(job: _Job) -> dict[int, str]:
     return names
 
 
-def _gold_tags(job: _Job, value: Any, words: int, number: int, names: dict[int, str]) -> list[str]:
+def gold_tags(value: Any, words: int, index: int, names: dict[int, str], source: LabelSource) -> list[str]:
+    """The gold tags of the ``index``-th example: a list of one BIO tag or class index per word."""
     if not isinstance(value, list) or len(value) != words:
         raise TrtQuantError(
-            f"Row {number} of {job.data} has {words} words but its '{job.label_column}' is not a list of "
-            f"{words} tags: give one tag per word."
+            f"Row {source.row(index)} of {source.path} has {words} words but its '{source.column}' is not a "
+            f"list of {words} tags: give one tag per word."
         )
     tags = []
     for tag in value:
         name = names.get(tag) if isinstance(tag, int) and not isinstance(tag, bool) else tag
         if not isinstance(name, str) or not metrics.is_bio_tag(name):
-            raise job.label_error(tag, number, "a BIO tag (O, B-TYPE or I-TYPE) or a class index")
+            raise source.error(tag, index, "a BIO tag (O, B-TYPE or I-TYPE) or a class index")
         tags.append(name)
     return tags
 
 
-def _word_tags(
+def word_tokenizer(path: str | Path) -> Any:
+    """The tokenizer at ``path``, for words tokenized one by one: byte-level BPE tokenizers (RoBERTa) must
+    prefix each with a space."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), add_prefix_space=True)
+
+
+def tokenize_words(tokenizer: Any, words: list[list[str]], max_length: int) -> Any:
+    """Tokenize lists of words into numpy arrays (padded to the longest, cut at ``max_length``); the
+    result's ``word_ids(row)`` maps each token to its word."""
+    return tokenizer(
+        words,
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_tensors="np",
+    )
+
+
+def word_tags(
     token_classes: np.ndarray, word_ids: list[int | None], words: int, names: dict[int, str]
 ) -> list[str]:
     """Each word's tag from its first sub-token; words cut off by truncation are "O"."""
@@ -417,6 +476,12 @@ def _word_tags(
         if word is not None:
             tags[word] = names[int(token_classes[position])]
     return tags
+
+
+def entity_metrics(predicted: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
+    """Entity-level precision, recall and F1 (percent) of predicted word tags against the gold ones."""
+    precision, recall, f1 = metrics.entity_scores(predicted, gold)
+    return {"entity_precision": 100 * precision, "entity_recall": 100 * recall, "entity_f1": 100 * f1}
 
 
 def _token_classification(job: _Job) -> tuple[int, Metrics]:
@@ -431,47 +496,30 @@ def _token_classification(job: _Job) -> tuple[int, Metrics]:
     gold = names = None
     if job.label_column is not None:
         tag_column = pick_column(rows, job.label_column, (), job.data)
-        names = _bio_label_names(job)
+        config = Path(job.manifest.source_model) / "config.json"
+        names = bio_label_names(model_label_names(job.manifest), _class_count(job.manifest), config)
         gold = [
-            _gold_tags(job, row[tag_column], len(row_words), number, names)
-            for number, (row, row_words) in enumerate(zip(rows, words, strict=True), start=1)
+            gold_tags(row[tag_column], len(row_words), index, names, job.labels)
+            for index, (row, row_words) in enumerate(zip(rows, words, strict=True))
         ]
-    from transformers import AutoTokenizer
-
-    # Words are tokenized one by one; byte-level BPE tokenizers (RoBERTa) must prefix each with a space.
-    tokenizer = AutoTokenizer.from_pretrained(job.runtime.directory / TOKENIZER_DIR, add_prefix_space=True)
+    tokenizer = word_tokenizer(job.runtime.directory / TOKENIZER_DIR)
     name = job.manifest.output_names[0]
     predicted: dict[str, list[list[str]]] = {precision: [] for precision in PRECISIONS}
     for part in job.chunks(len(words)):
         batch = words[part]
-        encoded = tokenizer(
-            batch,
-            is_split_into_words=True,
-            truncation=True,
-            max_length=job.max_length,
-            padding=True,
-            return_tensors="np",
-        )
+        encoded = tokenize_words(tokenizer, batch, job.max_length)
         results = job.comparison.run(select_inputs(encoded, job.runtime.input_names))
         if names is None:  # no labels: the agreement of the outputs is all there is to measure
             continue
         for precision, result in zip(PRECISIONS, results, strict=True):
             classes = result[name].argmax(-1)
             predicted[precision] += [
-                _word_tags(classes[row], encoded.word_ids(row), len(row_words), names)
+                word_tags(classes[row], encoded.word_ids(row), len(row_words), names)
                 for row, row_words in enumerate(batch)
             ]
     if gold is None:
         return len(words), _no_metrics()
-    scores = {}
-    for precision, tags in predicted.items():
-        entity_precision, recall, f1 = metrics.entity_scores(tags, gold)
-        scores[precision] = {
-            "entity_precision": 100 * entity_precision,
-            "entity_recall": 100 * recall,
-            "entity_f1": 100 * f1,
-        }
-    return len(words), scores
+    return len(words), {precision: entity_metrics(tags, gold) for precision, tags in predicted.items()}
 
 
 def _qa_examples(job: _Job) -> list[QAExample]:
@@ -488,6 +536,16 @@ def _qa_examples(job: _Job) -> list[QAExample]:
     answers = job.label_column or ("answers" if "answers" in rows[0] else None)
     answers_column = answers and pick_column(rows, answers, (), job.data)
     return examples_from_rows(rows, question, context, answers_column, job.data)
+
+
+def squad_metrics(predictions: list[str], examples: Sequence[QAExample]) -> dict[str, float]:
+    """SQuAD v1.1 exact match and F1 (percent) over the examples that have answers; empty when none has."""
+    answered = [index for index, example in enumerate(examples) if example.answers]
+    if not answered:
+        return {}
+    truths = [examples[index].answers for index in answered]
+    exact, f1 = metrics.squad_scores([predictions[index] for index in answered], truths)
+    return {"exact_match": 100 * exact, "f1": 100 * f1}
 
 
 def _question_answering(job: _Job) -> tuple[int, Metrics]:
@@ -508,15 +566,9 @@ def _question_answering(job: _Job) -> tuple[int, Metrics]:
             start_logits = np.concatenate([result[start_name] for result in parts])
             end_logits = np.concatenate([result[end_name] for result in parts])
             answers[precision] += decode_answers(batch, features, start_logits, end_logits)
-    answered = [index for index, example in enumerate(examples) if example.answers]
-    if not answered:
-        return len(examples), _no_metrics()
-    truths = [examples[index].answers for index in answered]
-    scores = {}
-    for precision, predictions in answers.items():
-        exact, f1 = metrics.squad_scores([predictions[index] for index in answered], truths)
-        scores[precision] = {"exact_match": 100 * exact, "f1": 100 * f1}
-    return len(examples), scores
+    return len(examples), {
+        precision: squad_metrics(predictions, examples) for precision, predictions in answers.items()
+    }
 
 
 TASK_EVALUATORS = {

@@ -35,7 +35,7 @@ def convert_summary(report: ConvertReport) -> Table:
     if mixed:
         table.add_row(
             "mixed precision",
-            f"{mixed['budget']}: {len(mixed['float_layers'])} layers kept float, "
+            f"{mixed['budget']} ({mixed['metric']}): {len(mixed['float_layers'])} layers kept float, "
             f"{mixed['int8_flop_share']:.0%} of Linear FLOPs in INT8",
         )
     sizes = manifest.sizes

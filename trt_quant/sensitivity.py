@@ -97,26 +97,6 @@ def cosine_score(reference: list[tuple[torch.Tensor, ...]], batches: Batches) ->
     return score
 
 
-def classification_score(batches: Batches, labels: Sequence[object]) -> tuple[Callable, Score]:
-    """Task metric x100 of a text classifier on labelled batches: accuracy of the argmax, or Spearman of
-    the single logit for a regression head. Returns (metric of given outputs, score of a model)."""
-    from .metrics import accuracy, spearman
-
-    def metric(outputs: list[tuple[torch.Tensor, ...]]) -> float:
-        logits = torch.cat([output[0] for output in outputs]).numpy()
-        if logits.shape[-1] == 1:
-            return 100.0 * spearman(logits[:, 0], [float(str(label)) for label in labels])
-        try:
-            gold = [int(str(label)) for label in labels]
-        except ValueError as exc:
-            raise TrtQuantError(
-                f"Label '{exc}' is not a class index: pass integer labels for a drop budget."
-            ) from None
-        return 100.0 * accuracy(logits.argmax(-1), gold)
-
-    return metric, lambda model: metric(outputs_of(model, batches))
-
-
 @dataclass(frozen=True)
 class LayerSensitivity:
     """Score of the model with only ``layer`` quantized, and the drop from float it causes."""

@@ -81,7 +81,7 @@ def read_squad(path: str | Path) -> list[QAExample]:
     return examples
 
 
-def _answer_texts(answers: Any) -> list[str] | None:
+def answer_texts(answers: Any) -> list[str] | None:
     """Texts of a list of texts, a list of {"text"} objects or {"text": [...]}; None for anything else."""
     if isinstance(answers, dict):
         answers = answers.get("text")
@@ -102,7 +102,7 @@ def examples_from_rows(
             raise TrtQuantError(
                 f"Row {number} of {path} has no text in '{question}' or '{context}': fill or remove that row."
             )
-        texts = _answer_texts(row.get(answers)) if answers else []
+        texts = answer_texts(row.get(answers)) if answers else []
         if texts is None:
             raise TrtQuantError(
                 f"Row {number} of {path} has no list of answer texts in '{answers}': give a list of texts."
