@@ -95,6 +95,8 @@ def test_bench_writes_tables_json_and_plots(tiny_artifact: Path, tmp_path: Path)
     arguments += ["--texts", str(texts), "--padding-batch", "4", "--output", str(report)]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
+    header = "| variant | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | cosine mean | cosine min |"
+    assert header in result.output.splitlines()  # printed as Markdown, not wrapped at the terminal width
     rows = json.loads((report / "bench.json").read_text(encoding="utf-8"))["rows"]
     assert [(row["variant"], row["batch"], row["sequence"]) for row in rows] == [
         (variant, batch, sequence) for variant in VARIANTS for sequence in (8, 16) for batch in (1, 2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import INT8_ONNX, Manifest, load_manifest
+from .artifacts import Manifest, load_manifest
 from .baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
 from .batching import PaddingRow, padding_benchmark, padding_table
 from .bench import BenchRow, Variant, benchmark, synthetic_feeds, write_report
@@ -44,8 +44,8 @@ def _variant(name: str, artifact: Path, manifest: Manifest, threads: int, workdi
         return Variant(
             name, ort_runner(ort_dynamic_int8_model(artifact, workdir / "dynamic.onnx"), outputs, threads)
         )
-    if name == "trt-quant-int8":
-        return Variant(name, ort_runner(artifact / INT8_ONNX, outputs, threads))
+    if name == "trt-quant-int8":  # the runtime users get: also decides exact vs fast integer kernels
+        return Variant(name, load_runtime(artifact, backend="onnxruntime", threads=threads).run)
     if name == "tensorrt-int8":  # TensorRT FP16 of the same model: scripts/bench_gpu.py
         return Variant(name, load_runtime(artifact, backend="tensorrt").run)
     raise TrtQuantError(f"Unknown benchmark variant '{name}': use any of {', '.join(VARIANTS)}.")

@@ -448,7 +448,7 @@ def bench(
         verify=verify,
         text_column=text_column,
     )
-    console.print(markdown_table(result.rows, result.threads), markup=False, highlight=False)
+    console.print(markdown_table(result.rows, result.threads), markup=False, highlight=False, soft_wrap=True)
     files = result.files
     if padding_batch:
         rows, used, written = run_padding_benchmark(
@@ -461,7 +461,7 @@ def bench(
             verify=False,
             max_length=max(sequences),
         )
-        console.print(padding_table(rows, used), markup=False, highlight=False)
+        console.print(padding_table(rows, used), markup=False, highlight=False, soft_wrap=True)
         files = [*files, *written]
     console.print("wrote " + ", ".join(str(path) for path in files))
 
