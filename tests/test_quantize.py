@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from tiny_models import sentences
 
 from trt_quant.config import QuantConfig
@@ -23,6 +24,7 @@ from trt_quant.quantize import (
     quantized_linears,
     summarize,
 )
+from trt_quant.reports import convert_summary
 
 PROBE = "model.encoder.layer.1.intermediate.dense.input_quantizer"
 
@@ -206,6 +208,13 @@ def test_accuracy_budget_keeps_sensitive_layers_float(tiny_model, calib_file, tm
     assert mixed["score"] >= 0.99999 and mixed["float_layers"]
     assert 0.0 <= mixed["int8_flop_share"] < 1.0
     assert report.manifest.quantization["quantized_linears"] == 12 - len(mixed["float_layers"])
+    console = Console(width=300, record=True)
+    console.print(convert_summary(report))
+    expected = (
+        f"cosine>=0.99999: mean cosine vs float 1.0000 float -> {mixed['score']:.4f}; "
+        f"{len(mixed['float_layers'])} layers kept float, {mixed['int8_flop_share']:.0%} of Linear FLOPs in INT8"
+    )
+    assert expected in console.export_text()
 
 
 def test_budget_that_cannot_be_met_is_an_error(tiny_model, calib_file, tmp_path) -> None:

@@ -33,9 +33,11 @@ def convert_summary(report: ConvertReport) -> Table:
     table.add_row("INT8 linears", f"{quant['quantized_linears']} (float: {len(quant['float_linears'])})")
     mixed = quant.get("mixed_precision")
     if mixed:
+        digits = 4 if mixed["budget"].startswith("cosine") else 2
         table.add_row(
             "mixed precision",
-            f"{mixed['budget']} ({mixed['metric']}): {len(mixed['float_layers'])} layers kept float, "
+            f"{mixed['budget']}: {mixed['metric']} {mixed['float_score']:.{digits}f} float -> "
+            f"{mixed['score']:.{digits}f}; {len(mixed['float_layers'])} layers kept float, "
             f"{mixed['int8_flop_share']:.0%} of Linear FLOPs in INT8",
         )
     sizes = manifest.sizes
