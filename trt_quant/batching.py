@@ -103,29 +103,26 @@ def padding_benchmark(
     texts: Sequence[str],
     batch_size: int = 8,
     max_length: int | None = None,
-    repeats: int = 1,
 ) -> list[PaddingRow]:
-    """Wall time (best of ``repeats``, tokenization included) of running all ``texts`` with each padding
-    strategy, for each runtime keyed by precision; one warm-up batch per runtime is not timed."""
+    """Wall time (tokenization included) of running all ``texts`` once with each padding strategy, for
+    each runtime keyed by precision; one warm-up batch per runtime is not timed."""
     rows = []
     for precision, runtime in runtimes.items():
         limit = min(max_length or runtime.manifest.max_length, runtime.manifest.max_length)
         counts = runtime.token_counts(texts, None, limit)
         runtime.run_texts(list(texts[:batch_size]), batch_size=batch_size, max_length=limit)
         for padding in PADDING_STRATEGIES:
-            best = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                runtime.run_texts(texts, batch_size=batch_size, max_length=limit, padding=padding)
-                best = min(best, time.perf_counter() - start)
+            start = time.perf_counter()
+            runtime.run_texts(texts, batch_size=batch_size, max_length=limit, padding=padding)
+            seconds = time.perf_counter() - start
             rows.append(
                 PaddingRow(
                     precision,
                     padding,
                     len(texts),
                     batch_size,
-                    best,
-                    len(texts) / best,
+                    seconds,
+                    len(texts) / seconds,
                     computed_tokens(counts, batch_size, padding, limit),
                     sum(counts),
                 )
