@@ -50,7 +50,8 @@ def convert(
     text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Column holding the second text of a pair.")] = None,
     eval_data: Annotated[
-        Path | None, typer.Option(help="Held-out data to measure INT8 against float.")
+        Path | None,
+        typer.Option(help="Held-out data to measure INT8 against float and the budget on (first 256 rows)."),
     ] = None,
     quantize_attention: Annotated[
         bool, typer.Option(help="INT8 Q/DQ on query, key, softmax output and value (off by default).")
