@@ -52,16 +52,13 @@ def run_texts(
     """Run ``texts`` through ``runtime`` in batches (see ``PADDING_STRATEGIES``); one output dict per
     text in the given order, per-token outputs cut to that text's own tokens."""
     check_strategy(padding, batch_size)
-    counts = runtime.token_counts(texts, text_pairs, max_length)
+    encoded = runtime.encode_unpadded(texts, text_pairs, max_length)
+    counts = [len(ids) for ids in encoded["input_ids"]]
     per_token = runtime.manifest.per_token
     results: list[dict[str, np.ndarray]] = [{} for _ in counts]
     for indices in batch_indices(counts, batch_size, sort_by_length=padding == "bucketed"):
-        feeds = runtime.tokenize(
-            [texts[i] for i in indices],
-            [text_pairs[i] for i in indices] if text_pairs is not None else None,
-            max_length,
-            pad_to_max_length=padding == "max-length",
-        )
+        rows = {field: [values[i] for i in indices] for field, values in encoded.items()}
+        feeds = runtime.pad(rows, max_length, pad_to_max_length=padding == "max-length")
         mask = feeds["attention_mask"].astype(bool) if "attention_mask" in feeds else None
         for name, output in runtime.run(feeds).items():
             for row, index in enumerate(indices):

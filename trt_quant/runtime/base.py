@@ -107,16 +107,37 @@ class Runtime(ABC):
     ) -> dict[str, np.ndarray]:
         """Tokenize texts (and optional second texts) as the model's tokenizer does, padded to the longest
         (or, with ``pad_to_max_length``, to ``max_length``)."""
-        limit = min(max_length or self.manifest.max_length, self.manifest.max_length)
-        encoded = self._encode(texts, text_pairs, limit, "max_length" if pad_to_max_length else True, "np")
+        padding = "max_length" if pad_to_max_length else True
+        encoded = self._encode(texts, text_pairs, self._limit(max_length), padding, "np")
         return select_inputs(encoded, self.input_names)
+
+    def encode_unpadded(
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = None
+    ) -> dict[str, list[list[int]]]:
+        """The tokenizer's fields (token ids, mask, ...) of each text, truncated at ``max_length``, not
+        padded: pick rows of them and ``pad`` those into a batch."""
+        return dict(self._encode(texts, text_pairs, self._limit(max_length), False, None))
 
     def token_counts(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = None
     ) -> list[int]:
         """Number of tokens of each text (with its second text), after truncation at ``max_length``."""
-        limit = min(max_length or self.manifest.max_length, self.manifest.max_length)
-        return [len(ids) for ids in self._encode(texts, text_pairs, limit, False, None)["input_ids"]]
+        return [len(ids) for ids in self.encode_unpadded(texts, text_pairs, max_length)["input_ids"]]
+
+    def pad(
+        self,
+        encoded: dict[str, list[list[int]]],
+        max_length: int | None = None,
+        pad_to_max_length: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Model feeds from rows of ``encode_unpadded``: padded to the longest row, or to ``max_length``."""
+        padding, limit = ("max_length", self._limit(max_length)) if pad_to_max_length else (True, None)
+        with self._tokenizer_lock:
+            padded = self.tokenizer.pad(encoded, padding=padding, max_length=limit, return_tensors="np")
+        return select_inputs(padded, self.input_names)
+
+    def _limit(self, max_length: int | None) -> int:
+        return min(max_length or self.manifest.max_length, self.manifest.max_length)
 
     def _encode(
         self,
