@@ -117,7 +117,6 @@ def run_padding_benchmark(
     batch_size: int = 8,
     threads: int | None = None,
     output: str | Path | None = None,
-    limit: int | None = None,
     verify: bool = True,
     max_length: int | None = None,
 ) -> tuple[list[PaddingRow], int, list[Path]]:
@@ -129,14 +128,13 @@ def run_padding_benchmark(
     directory = Path(artifact)
     threads = threads or os.cpu_count() or 1
     data = read_texts(texts or builtin_text("heldout.txt"), text_column)
-    sample = data.head(limit) if limit else data
     runtimes = {
         precision: load_runtime(
             directory, backend="onnxruntime", precision=precision, verify=verify, threads=threads
         )
         for precision in ("float", "int8")
     }
-    rows = padding_benchmark(runtimes, sample.texts, batch_size, max_length)
+    rows = padding_benchmark(runtimes, data.texts, batch_size, max_length)
     report = Path(output) if output else directory / "bench"
     report.mkdir(parents=True, exist_ok=True)
     (report / "padding.md").write_text(padding_table(rows, threads), encoding="utf-8")
