@@ -66,6 +66,11 @@ def empty_file(tmp_path: Path) -> str:
     return str(tmp_path / "empty.txt")
 
 
+def calib_under(tmp_path: Path) -> Path:
+    (tmp_path / "calib.txt").write_text("a sentence\n", encoding="utf-8")
+    return tmp_path / "calib.txt"
+
+
 def csv_without_text(tmp_path: Path) -> str:
     (tmp_path / "data.csv").write_text("a,b\nx,y\n", encoding="utf-8")
     return str(tmp_path / "data.csv")
@@ -110,6 +115,15 @@ MISTAKES = {
         r"--max-length 4096 is above the model's maximum of 64 positions",
     ),
     "bad method": (lambda a, t, m: [*a, "--method", "minmax"], r"Unknown calibration method 'minmax'"),
+    "output under a file": (
+        lambda a, t, m: with_option(a, "--output", str(calib_under(t) / "sub" / "out")),
+        r"Output path .*/sub/out lies under the file .*calib.txt: choose a path under a directory",
+    ),
+    "output cannot be created": (
+        lambda a, t, m: with_option(a, "--output", "/proc/no-such-dir/out"),
+        r"Cannot create /proc/no-such-dir/out \(No such file or directory\): choose an --output path in a "
+        r"writable directory",
+    ),
 }
 
 

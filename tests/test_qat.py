@@ -342,3 +342,39 @@ def test_training_mistakes(tiny_quantized, tiny_model) -> None:
     float_model = load_model(model_dir, "text-classification").model
     with pytest.raises(TrtQuantError, match="no quantizers"):
         train_qat(float_model, None, [(batches[0], torch.zeros(16, dtype=torch.long))], QatConfig())
+
+
+def test_sentence_embedding_pairs_are_embedded_one_text_at_a_time(tiny_model, tmp_path: Path) -> None:
+    """As convert does: a pair file gives two texts per row to calibrate, train and measure on."""
+    texts = topic_data(24, seed=7).texts
+    train = tmp_path / "pairs.tsv"
+    train.write_text(
+        "sentence1\tsentence2\n"
+        + "".join(f"{a}\t{b}\n" for a, b in zip(texts[:12], texts[12:], strict=True)),
+        encoding="utf-8",
+    )
+    report = qat(
+        tiny_model("bert", "sentence-embedding"),
+        "sentence-embedding",
+        train,
+        tmp_path / "out",
+        label_column=None,
+        quant_config=QuantConfig(calib_samples=64, max_length=MAX_LENGTH),
+        qat_config=QatConfig(epochs=1, batch_size=8, max_length=MAX_LENGTH),
+        eval_data=train,
+    )
+    assert report.manifest.quantization["qat"]["examples"] == 24
+    assert report.manifest.quantization["calib_samples"] == 24
+    assert report.manifest.accuracy["examples"] == 24
+
+
+def test_artifact_name_is_checked_before_any_work(tiny_model, tmp_path: Path) -> None:
+    with pytest.raises(TrtQuantError, match=r"Name 'bad name' is not allowed"):
+        qat(
+            tiny_model("bert", "text-classification"),
+            "text-classification",
+            tmp_path / "t.txt",
+            tmp_path / "o",
+            name="bad name",
+        )
+    assert not (tmp_path / "o").exists()

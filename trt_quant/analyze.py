@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import QuantConfig
+from .convert import check_max_length, model_texts, split_calibration
 from .data import read_texts, tokenize_batches
 from .errors import TrtQuantError
 from .models import load_model
@@ -20,8 +21,6 @@ from .sensitivity import (
     plot_sensitivity,
 )
 
-EVAL_SAMPLES = 128
-
 
 @dataclass
 class Analysis:
@@ -31,6 +30,8 @@ class Analysis:
     all_int8_score: float
     int8_flop_share: float
     metric: str
+    examples: int
+    """Held-out examples the score was measured on."""
     files: list[Path]
 
 
@@ -46,28 +47,32 @@ def analyze(
 ) -> Analysis:
     """Calibrate ``model``, then measure the output cosine against float with one Linear quantized at a time.
 
-    Evaluation examples are kept apart from calibration: ``eval_data``, or the calibration file's rows
-    after the first ``config.calib_samples``. Writes ``sensitivity.json`` and ``sensitivity.png`` to ``output``.
+    Calibration and evaluation examples are split as :func:`~trt_quant.convert.convert` splits them (the
+    first ``config.calib_samples`` rows; ``eval_data`` or the rows after them, at most 256), and the
+    family's recipe keeps the same layers float. Writes ``sensitivity.json`` and ``sensitivity.png`` to ``output``.
     """
     config = config or QuantConfig()
     loaded = load_model(model, task)
+    check_max_length(loaded, config.max_length)
     data = read_texts(calib, text_column, pair_column)
-    if eval_data is not None:
-        held_out = read_texts(eval_data, text_column, pair_column).head(EVAL_SAMPLES)
-    else:
-        held_out = data.slice(config.calib_samples, config.calib_samples + EVAL_SAMPLES)
-    if len(held_out) == 0:
+    held_out = read_texts(eval_data, text_column, pair_column) if eval_data is not None else None
+    calibration, evaluation, _ = split_calibration(data, config.calib_samples, held_out)
+    if not evaluation:
         raise TrtQuantError(
             f"No evaluation examples are left after {config.calib_samples} calibration samples: pass --eval-data "
             "or a smaller --calib-samples."
         )
     tokenize = lambda texts: tokenize_batches(  # noqa: E731
-        loaded.tokenizer, texts, loaded.input_names, config.batch_size, config.max_length
+        loaded.tokenizer, model_texts(texts, task), loaded.input_names, config.batch_size, config.max_length
     )
-    eval_batches = tokenize(held_out)
+    eval_batches = tokenize(evaluation)
     reference = outputs_of(loaded.model, eval_batches)
     quantized = quantize(
-        loaded.model, tokenize(data.head(config.calib_samples)), config, family=loaded.recipe.family
+        loaded.model,
+        tokenize(calibration),
+        config,
+        extra_float=loaded.recipe.keep_float,
+        family=loaded.recipe.family,
     )
     score = cosine_score(reference, eval_batches)
     all_int8 = score(quantized)
@@ -77,6 +82,7 @@ def analyze(
     payload = {
         "metric": "mean cosine vs float",
         "all_int8_score": all_int8,
+        "examples": len(evaluation),
         "layers": [asdict(item) for item in ranking],
     }
     (directory / "sensitivity.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -86,5 +92,6 @@ def analyze(
         all_int8,
         int8_flop_share(quantized),
         "mean cosine vs float",
+        len(evaluation),
         [directory / "sensitivity.json", png],
     )

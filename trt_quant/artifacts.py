@@ -121,6 +121,17 @@ def check_output_dir(output: Path, overwrite: bool) -> None:
         )
     if output.exists() and not output.is_dir():
         raise TrtQuantError(f"Output path {output} is a file: choose a directory path for the artifact.")
+    ancestor = output.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise TrtQuantError(
+            f"Output path {output} lies under the file {ancestor}: choose a path under a directory."
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise TrtQuantError(
+            f"Cannot write under {ancestor}: choose an --output path in a writable directory."
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -153,11 +164,16 @@ def staged_directory(output: Path, overwrite: bool = False) -> Iterator[Path]:
     directories of killed runs are removed by the next run for the same output.
     """
     check_output_dir(output, overwrite)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(output)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     staging = output.parent / f".{output.name}.staging-{token}"
-    staging.mkdir()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(output)
+        staging.mkdir()
+    except OSError as error:
+        raise TrtQuantError(
+            f"Cannot create {output} ({error.strerror}): choose an --output path in a writable directory."
+        ) from None
     try:
         yield staging
     except BaseException:

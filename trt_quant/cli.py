@@ -12,7 +12,8 @@ from rich.console import Console
 
 from . import reports
 from .bench_suite import VARIANTS
-from .config import CALIBRATION_METHODS, QuantConfig
+from .cli_options import QUANTIZATION
+from .config import QuantConfig
 from .errors import TrtQuantError
 
 app = typer.Typer(
@@ -27,8 +28,10 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existin
 
 
 @app.command()
+@QUANTIZATION
 def convert(
     model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
+    quant_config: QuantConfig,
     task: Annotated[
         str,
         typer.Option(
@@ -40,34 +43,11 @@ def convert(
         Path, typer.Option(help="Calibration data: .txt, .csv, .tsv, .jsonl, .parquet or a saved dataset.")
     ],
     output: Annotated[Path, typer.Option(help="Artifact directory to write, e.g. engines/NAME.")],
-    method: Annotated[
-        str, typer.Option(help=f"Calibration method: {', '.join(CALIBRATION_METHODS)}.")
-    ] = "max",
-    percentile: Annotated[float, typer.Option(help="Percentile for --method percentile.")] = 99.99,
-    calib_samples: Annotated[int, typer.Option(help="Number of calibration examples.")] = 256,
-    batch_size: Annotated[int, typer.Option(help="Calibration batch size.")] = 16,
-    max_length: Annotated[int, typer.Option(help="Maximum tokens per calibration example.")] = 128,
     text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Column holding the second text of a pair.")] = None,
     eval_data: Annotated[
         Path | None,
         typer.Option(help="Held-out data to measure INT8 against float and the budget on (first 256 rows)."),
-    ] = None,
-    quantize_attention: Annotated[
-        bool, typer.Option(help="INT8 Q/DQ on query, key, softmax output and value (off by default).")
-    ] = False,
-    quantize_residual: Annotated[
-        bool, typer.Option(help="Also quantize LayerNorm inputs (costs accuracy).")
-    ] = False,
-    smoothquant: Annotated[
-        float | None, typer.Option(help="SmoothQuant alpha in (0, 1); 0 turns it off.")
-    ] = 0.8,
-    weight_bits: Annotated[int, typer.Option(help="8, or 7 for ONNX Runtime on x86 CPUs without VNNI.")] = 8,
-    peg_groups: Annotated[
-        int, typer.Option(help="Per-embedding-group quantization of FFN inputs: K groups (0 off).")
-    ] = 0,
-    keep_float: Annotated[
-        list[str] | None, typer.Option(help="Module-name pattern of Linears to keep float.")
     ] = None,
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the model directory.")
@@ -97,25 +77,13 @@ def convert(
 
         require_tensorrt()  # before any work: no partial artifact when the GPU step cannot run
 
-    config = QuantConfig(
-        method=method,
-        percentile=percentile,
-        calib_samples=calib_samples,
-        batch_size=batch_size,
-        max_length=max_length,
-        quantize_residual=quantize_residual,
-        quantize_attention=quantize_attention,
-        smoothquant=smoothquant or None,
-        weight_bits=weight_bits,
-        keep_float=tuple(keep_float or ()),
-    )
     with console.status("converting"):
         report = run_convert(
             model,
             task,
             calib,
             output,
-            config,
+            quant_config,
             text_column=text_column,
             pair_column=pair_column,
             eval_data=eval_data,
@@ -253,8 +221,10 @@ def _show_warnings() -> None:
 
 
 @app.command()
+@QUANTIZATION
 def qat(
     model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
+    quant_config: QuantConfig,
     task: Annotated[str, typer.Option(help="The model's task.")],
     train: Annotated[Path, typer.Option(help="Training data with labels.")],
     output: Annotated[Path, typer.Option(help="Artifact directory to write.")],
@@ -271,15 +241,11 @@ def qat(
     learning_rate: Annotated[
         float, typer.Option(help="Peak learning rate (AdamW, linear warm-up/decay).")
     ] = 2e-5,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 16,
-    max_length: Annotated[int, typer.Option(help="Maximum tokens per example.")] = 128,
+    train_batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 16,
     distill: Annotated[
         bool, typer.Option(help="Distil from the float model (KL on logits, MSE on hidden states).")
     ] = False,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Write a checkpoint per epoch here.")] = None,
-    method: Annotated[
-        str, typer.Option(help=f"Calibration method: {', '.join(CALIBRATION_METHODS)}.")
-    ] = "max",
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a calibrated model with its quantizers active, then export exactly like convert."""
@@ -295,12 +261,12 @@ def qat(
         label_column=label_column,
         text_column=text_column,
         pair_column=pair_column,
-        quant_config=QuantConfig(method=method, max_length=max_length),
+        quant_config=quant_config,
         qat_config=QatConfig(
             epochs=epochs,
             learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_length=max_length,
+            batch_size=train_batch_size,
+            max_length=quant_config.max_length,
             distill=distill,
             checkpoint_dir=checkpoint_dir,
         ),
@@ -350,20 +316,18 @@ def evaluate(
 
 
 @app.command()
+@QUANTIZATION
 def analyze(
     model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
+    quant_config: QuantConfig,
     task: Annotated[str, typer.Option(help="The model's task.")],
     calib: Annotated[Path, typer.Option(help="Calibration data file.")],
     output: Annotated[Path, typer.Option(help="Directory for sensitivity.json and sensitivity.png.")],
     eval_data: Annotated[
         Path | None, typer.Option(help="Held-out data (default: calibration rows after the first N).")
     ] = None,
-    method: Annotated[
-        str, typer.Option(help=f"Calibration method: {', '.join(CALIBRATION_METHODS)}.")
-    ] = "max",
-    calib_samples: Annotated[int, typer.Option(help="Number of calibration examples.")] = 256,
-    max_length: Annotated[int, typer.Option(help="Maximum tokens per example.")] = 128,
     text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+    pair_column: Annotated[str | None, typer.Option(help="Column holding the second text of a pair.")] = None,
 ) -> None:
     """Rank Linear layers by how much quantizing each one alone degrades the output (table + bar chart)."""
     from .analyze import analyze as run_analyze
@@ -373,9 +337,10 @@ def analyze(
         task,
         calib,
         output,
-        QuantConfig(method=method, calib_samples=calib_samples, max_length=max_length),
+        quant_config,
         eval_data=eval_data,
         text_column=text_column,
+        pair_column=pair_column,
     )
     console.print(reports.sensitivity_table(result))
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .artifacts import check_output_dir, staged_directory
+from .artifacts import check_name, check_output_dir, staged_directory
 from .config import ExportConfig, QuantConfig
 from .convert import (
     EVAL_SAMPLES,
@@ -33,6 +33,7 @@ from .convert import (
     ConvertReport,
     check_max_length,
     export_float,
+    model_texts,
     write_int8_artifact,
 )
 from .data import TextData, pick_column, read_rows, read_texts, select_inputs, tokenize, tokenize_batches
@@ -487,7 +488,9 @@ def training_batches(
     labelled = label_column if loaded.task.name in LABELLED_TASKS else None
     if loaded.task.name == "token-classification":
         return _token_batches(loaded, read_rows(train_data), text_column, labelled, Path(train_data), config)
-    data = read_texts(train_data, text_column, pair_column, labelled, guess_pairs=True)
+    data = model_texts(
+        read_texts(train_data, text_column, pair_column, labelled, guess_pairs=True), loaded.task.name
+    )
     return _sequence_batches(loaded, data, str(train_data), config), TextData(data.texts, data.pairs)
 
 
@@ -523,6 +526,7 @@ def qat(
     export_config = export_config or ExportConfig()
     output = Path(output)
     check_output_dir(output, overwrite)
+    name = check_name(name or output.name)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     loaded = load_model(model, task, trust_remote_code=trust_remote_code)
@@ -531,13 +535,15 @@ def qat(
         loaded, train_data, label_column, text_column, pair_column, qat_config
     )
     calib_texts = read_inputs(loaded, calib, text_column, pair_column) if calib is not None else train_texts
-    calibration = calib_texts.head(quant_config.calib_samples)
+    calibration = model_texts(calib_texts.head(quant_config.calib_samples), loaded.task.name)
     calib_batches = tokenize_batches(
         loaded.tokenizer, calibration, loaded.input_names, quant_config.batch_size, quant_config.max_length
     )
     evaluation = None
     if eval_data is not None:
-        evaluation = read_inputs(loaded, eval_data, text_column, pair_column).head(EVAL_SAMPLES)
+        evaluation = model_texts(
+            read_inputs(loaded, eval_data, text_column, pair_column).head(EVAL_SAMPLES), loaded.task.name
+        )
     timings["load"] = time.perf_counter() - started
 
     with staged_directory(output, overwrite) as stage:
@@ -564,7 +570,7 @@ def qat(
 
         source = ArtifactSource(
             model=str(model),
-            name=name or output.name,
+            name=name,
             calib_file=str(calib if calib is not None else train_data),
             calib_samples=len(calibration),
             evaluation=evaluation,

@@ -1,0 +1,104 @@
+"""Option groups of the ``trt-quant`` command, each declared once and shared by every command that needs it.
+
+An :class:`OptionGroup` adds its options to a command's signature (so typer shows them in ``--help``) and
+hands the command one object built from their values, e.g. a :class:`~trt_quant.config.QuantConfig`:
+
+    @app.command()
+    @QUANTIZATION
+    def convert(model: str, quant_config: QuantConfig) -> None: ...
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .config import CALIBRATION_METHODS, QuantConfig
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options that together build one keyword argument (``target``) of the commands that use them."""
+
+    target: str
+    options: dict[str, tuple[Any, Any]]
+    """Option name -> (Annotated type with its typer.Option, default)."""
+    build: Callable[..., Any]
+
+    def __call__(self, command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        if self.target not in signature.parameters:
+            raise TypeError(f"{command.__name__} has no parameter '{self.target}' for this option group")
+        own = [parameter for parameter in signature.parameters.values() if parameter.name != self.target]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+            for name, (annotation, default) in self.options.items()
+        ]
+
+        @functools.wraps(command)
+        def with_group(**values: Any) -> Any:
+            group = {name: values.pop(name) for name in self.options}
+            return command(**values, **{self.target: self.build(**group)})
+
+        with_group.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own), *added]
+        )
+        with_group.__annotations__ = {
+            **{p.name: p.annotation for p in own},
+            **{name: annotation for name, (annotation, _) in self.options.items()},
+        }
+        return with_group  # type: ignore[return-value]
+
+
+def _quant_config(keep_float: list[str] | None, smoothquant: float | None, **values: Any) -> QuantConfig:
+    return QuantConfig(keep_float=tuple(keep_float or ()), smoothquant=smoothquant or None, **values)
+
+
+QUANTIZATION = OptionGroup(
+    "quant_config",
+    {
+        "method": (
+            Annotated[str, typer.Option(help=f"Calibration method: {', '.join(CALIBRATION_METHODS)}.")],
+            "max",
+        ),
+        "percentile": (Annotated[float, typer.Option(help="Percentile for --method percentile.")], 99.99),
+        "calib_samples": (Annotated[int, typer.Option(help="Number of calibration examples.")], 256),
+        "batch_size": (Annotated[int, typer.Option(help="Calibration batch size.")], 16),
+        "max_length": (Annotated[int, typer.Option(help="Maximum tokens per example.")], 128),
+        "quantize_attention": (
+            Annotated[bool, typer.Option(help="INT8 Q/DQ on query, key, softmax output and value.")],
+            False,
+        ),
+        "quantize_residual": (
+            Annotated[bool, typer.Option(help="Also quantize LayerNorm inputs (costs accuracy).")],
+            False,
+        ),
+        "smoothquant": (
+            Annotated[float | None, typer.Option(help="SmoothQuant alpha in (0, 1); 0 turns it off.")],
+            0.8,
+        ),
+        "weight_bits": (
+            Annotated[int, typer.Option(help="8, or 7 for ONNX Runtime on x86 CPUs without VNNI.")],
+            8,
+        ),
+        "peg_groups": (
+            Annotated[
+                int, typer.Option(help="Per-embedding-group quantization of FFN inputs: K groups (0 off).")
+            ],
+            0,
+        ),
+        "keep_float": (
+            Annotated[list[str] | None, typer.Option(help="Module-name pattern of Linears to keep float.")],
+            None,
+        ),
+    },
+    _quant_config,
+)
+"""How to quantize and calibrate: shared by ``convert``, ``qat`` and ``analyze``."""
