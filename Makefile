@@ -23,4 +23,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_cpu.py
+	$(BIN)/python scripts/benchmark.py

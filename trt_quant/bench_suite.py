@@ -46,8 +46,6 @@ def _variant(name: str, artifact: Path, manifest: Manifest, threads: int, workdi
         )
     if name == "trt-quant-int8":  # the runtime users get: also decides exact vs fast integer kernels
         return Variant(name, load_runtime(artifact, backend="onnxruntime", threads=threads).run)
-    if name == "tensorrt-int8":  # TensorRT FP16 of the same model: scripts/bench_gpu.py
-        return Variant(name, load_runtime(artifact, backend="tensorrt").run)
     raise TrtQuantError(f"Unknown benchmark variant '{name}': use any of {', '.join(VARIANTS)}.")
 
 

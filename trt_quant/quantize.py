@@ -368,7 +368,6 @@ class QuantizationSummary:
 
     quantized_linears: int
     float_linears: int
-    activation_quantizers: int
     float_linear_names: tuple[str, ...]
 
 
@@ -386,7 +385,6 @@ def summarize(model: nn.Module) -> QuantizationSummary:
     return QuantizationSummary(
         quantized_linears=len(linears) - len(float_names),
         float_linears=len(float_names) + len(plain),
-        activation_quantizers=len(enabled_input_quantizers(model)),
         float_linear_names=float_names + tuple(plain),
     )
 
