@@ -208,6 +208,11 @@ def test_qat_manifest_records_the_training(learned: LearnedTask, qat_run: tuple[
     assert written["calib_file"] == str(learned.train_file) and written["calib_samples"] == 64
     assert report.manifest.accuracy["data"] == "evaluation file"
     assert sorted(path.name for path in checkpoints.iterdir()) == [f"epoch-00{n}.pt" for n in (1, 2, 3)]
+    selection = block["selection"]
+    assert selection["metric"] == "accuracy" and len(selection["epochs"]) == 3
+    assert max(selection["epochs"]) >= selection["calibrated"] + 30  # points x100: QAT repairs the calibration
+    best = 1 + selection["epochs"].index(max(selection["epochs"]))
+    assert selection["selected"] == f"epoch {best}"
     assert {"export float", "quantize + calibrate", "qat", "export int8", "total"} <= set(report.timings)
 
 
@@ -378,3 +383,21 @@ def test_artifact_name_is_checked_before_any_work(tiny_model, tmp_path: Path) ->
             name="bad name",
         )
     assert not (tmp_path / "o").exists()
+
+
+def test_qat_never_returns_a_model_worse_than_the_calibrated_one(learned: LearnedTask, tmp_path: Path) -> None:
+    """A destructive learning rate ruins every epoch: the calibrated model is kept, and the summary says so."""
+    calibrated = QuantConfig(calib_samples=64, batch_size=16, max_length=MAX_LENGTH)
+    report = qat(
+        learned.model_dir,
+        "text-classification",
+        learned.train_file,
+        tmp_path / "out",
+        quant_config=calibrated,
+        qat_config=QatConfig(epochs=2, learning_rate=0.5, batch_size=32, max_length=MAX_LENGTH),
+        eval_data=learned.eval_file,
+    )
+    selection = report.manifest.quantization["qat"]["selection"]
+    assert selection["selected"] == "calibrated model"
+    assert all(score < selection["calibrated"] for score in selection["epochs"]), selection
+    assert onnx_accuracy(report.output, learned.held_out) >= learned.float_accuracy - 0.03

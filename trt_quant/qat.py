@@ -38,7 +38,7 @@ from .convert import (
 )
 from .data import TextData, pick_column, read_rows, read_texts, select_inputs, tokenize, tokenize_batches
 from .errors import TrtQuantError
-from .evaluate import CLASSIFYING_TASKS
+from .evaluate import CLASSIFYING_TASKS, LabelSource
 from .models import LoadedModel, load_model
 from .progress import progress
 from .quantize import (
@@ -49,6 +49,8 @@ from .quantize import (
     restore_quantizers,
     round_embeddings,
 )
+from .sensitivity import Score, cosine_score, outputs_of
+from .task_metric import task_metric
 from .tasks import TaskModel
 
 log = logging.getLogger(__name__)
@@ -494,6 +496,69 @@ def training_batches(
     return _sequence_batches(loaded, data, str(train_data), config), TextData(data.texts, data.pairs)
 
 
+def selection_score(
+    loaded: LoadedModel,
+    eval_data: str | Path,
+    evaluation: TextData,
+    label_column: str | None,
+    text_column: str | None,
+    pair_column: str | None,
+    config: QuantConfig,
+) -> tuple[str, Score]:
+    """What QAT keeps the best model by, measured on the held-out data with ``loaded.model`` still float:
+    a text classifier's accuracy (Spearman x100 for a regression head) when the evaluation file has
+    labels in ``label_column``, otherwise the mean cosine of the outputs against the float model's."""
+    if label_column is not None and loaded.task.name == "text-classification":
+        held_out = read_texts(eval_data, text_column, pair_column, label_column).head(EVAL_SAMPLES)
+        metric = task_metric(
+            loaded, held_out, LabelSource(Path(eval_data), label_column), config.batch_size, config.max_length
+        )
+        return metric.name, metric.score
+    batches = tokenize_batches(
+        loaded.tokenizer, evaluation, loaded.input_names, config.batch_size, config.max_length
+    )
+    return "mean cosine vs float", cosine_score(outputs_of(loaded.model, batches), batches)
+
+
+class BestModel:
+    """Keeps the weights of the best-scoring model seen: the calibrated model, then each QAT epoch."""
+
+    def __init__(self, model: TaskModel, metric: str, score: Score) -> None:
+        self.model, self.metric, self.score = model, metric, score
+        self.scores: list[float] = []
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] = {}
+        self.after_epoch(0)
+
+    def after_epoch(self, epoch: int) -> None:
+        """Score the model as it is after ``epoch`` (0: calibrated, before training); keep it if best."""
+        self.model.eval()
+        value = self.score(self.model)
+        self.scores.append(value)
+        if epoch == 0 or value > max(self.scores[:-1]):
+            self.best_epoch = epoch
+            self.best_state = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
+        log.info("QAT %s: %s %.4f", self.label(epoch), self.metric, value)
+
+    def restore(self) -> None:
+        """Load the best weights (and quantizer ranges) back into the model."""
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+
+    @staticmethod
+    def label(epoch: int) -> str:
+        return "calibrated model" if epoch == 0 else f"epoch {epoch}"
+
+    def record(self) -> dict[str, Any]:
+        """The manifest entry: the metric, every score and which model was kept."""
+        return {
+            "metric": self.metric,
+            "calibrated": round(self.scores[0], 6),
+            "epochs": [round(value, 6) for value in self.scores[1:]],
+            "selected": self.label(self.best_epoch),
+        }
+
+
 def qat(
     model: str | Path,
     task: str,
@@ -552,6 +617,13 @@ def qat(
         step = time.perf_counter()
         unlabelled = any(labels is None for _, labels in batches)
         teacher = copy.deepcopy(loaded.model) if qat_config.distill or unlabelled else None
+        selection = (
+            selection_score(
+                loaded, eval_data, evaluation, label_column, text_column, pair_column, quant_config
+            )
+            if eval_data is not None and evaluation is not None
+            else None
+        )
         quantized = quantize(
             loaded.model,
             calib_batches,
@@ -563,7 +635,16 @@ def qat(
 
         step = time.perf_counter()
         losses: list[float] = []
-        train_qat(quantized, teacher, batches, qat_config, on_epoch=lambda _, loss: losses.append(loss))
+        keeper = BestModel(quantized, *selection) if selection is not None else None
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            losses.append(loss)
+            if keeper is not None:
+                keeper.after_epoch(epoch)
+
+        train_qat(quantized, teacher, batches, qat_config, on_epoch=on_epoch)
+        if keeper is not None:
+            keeper.restore()
         if quant_config.int8_embeddings:
             round_embeddings(quantized)  # the trained tables, rounded as the INT8 graph stores them
         timings["qat"] = time.perf_counter() - step
@@ -591,6 +672,9 @@ def qat(
                     "seed": qat_config.seed,
                     "epoch_losses": [round(loss, 6) for loss in losses],
                     "final_train_loss": round(losses[-1], 6),
+                    "selection": keeper.record()
+                    if keeper is not None
+                    else {"selected": f"epoch {qat_config.epochs}", "reason": "no --eval-data to compare on"},
                 }
             },
         )

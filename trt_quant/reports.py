@@ -40,6 +40,16 @@ def convert_summary(report: ConvertReport) -> Table:
             f"{mixed['score']:.{digits}f}; {len(mixed['float_layers'])} layers kept float, "
             f"{mixed['int8_flop_share']:.0%} of Linear FLOPs in INT8",
         )
+    selection = quant.get("qat", {}).get("selection")
+    if selection and "metric" in selection:
+        scores = ", ".join(f"{value:.4f}" for value in selection["epochs"])
+        table.add_row(
+            "QAT kept",
+            f"{selection['selected']} ({selection['metric']}: calibrated {selection['calibrated']:.4f}, "
+            f"epochs {scores})",
+        )
+    elif selection:
+        table.add_row("QAT kept", f"{selection['selected']} ({selection['reason']})")
     sizes = manifest.sizes
     table.add_row(
         "ONNX size",
