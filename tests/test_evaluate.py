@@ -427,11 +427,11 @@ def test_token_classification_errors(tagger: Path, tmp_path: Path, monkeypatch: 
         evaluate_artifact(tagger, bad, label_column="tags", write=False)
     good = write_jsonl(tmp_path / "good.jsonl", [{"tokens": ["the", "city"], "tags": ["O", "B-LOC"]}])
     generic = {index: f"LABEL_{index}" for index in range(5)}
-    monkeypatch.setattr("trt_quant.evaluate.model_label_names", lambda manifest: generic)
+    monkeypatch.setattr("trt_quant.evaluate.model_label_names", lambda config: generic)
     with pytest.raises(TrtQuantError, match="not BIO tags: set id2label"):
         evaluate_artifact(tagger, good, label_column="tags", write=False)
-    monkeypatch.setattr("trt_quant.evaluate.model_label_names", lambda manifest: None)
-    with pytest.raises(TrtQuantError, match="restore the source model"):
+    monkeypatch.setattr("trt_quant.evaluate.model_label_names", lambda config: None)
+    with pytest.raises(TrtQuantError, match=r"config.json has no id2label for every class: set id2label"):
         evaluate_artifact(tagger, good, label_column="tags", write=False)
     without_labels = evaluate_artifact(tagger, good, write=False)  # tag names are only needed with labels
     assert without_labels.metrics == {"float": {}, "int8": {}}
@@ -547,3 +547,16 @@ def test_report_as_dict_turns_nan_into_none() -> None:
     content = report.as_dict()
     assert content["metrics"]["float"]["pearson"] is None and content["metrics"]["delta"]["pearson"] is None
     json.dumps(content, allow_nan=False)
+
+
+def test_label_names_travel_with_the_artifact(tagger: Path, tmp_path: Path) -> None:
+    """The source model directory is gone: the artifact's own config.json still names the BIO tags."""
+    good = write_jsonl(tmp_path / "good.jsonl", [{"tokens": ["the", "city"], "tags": ["O", "B-LOC"]}])
+    source = Path(json.loads((tagger / "manifest.json").read_text(encoding="utf-8"))["source_model"])
+    assert json.loads((tagger / "config.json").read_text(encoding="utf-8"))["id2label"]["1"] == TAGS[1]
+    hidden = source.rename(source.with_name("moved-away"))
+    try:
+        report = evaluate_artifact(tagger, good, label_column="tags", write=False)
+    finally:
+        hidden.rename(source)
+    assert set(report.metrics["int8"]) >= {"entity_f1"}

@@ -210,7 +210,9 @@ def test_qat_manifest_records_the_training(learned: LearnedTask, qat_run: tuple[
     assert sorted(path.name for path in checkpoints.iterdir()) == [f"epoch-00{n}.pt" for n in (1, 2, 3)]
     selection = block["selection"]
     assert selection["metric"] == "accuracy" and len(selection["epochs"]) == 3
-    assert max(selection["epochs"]) >= selection["calibrated"] + 30  # points x100: QAT repairs the calibration
+    assert (
+        max(selection["epochs"]) >= selection["calibrated"] + 30
+    )  # points x100: QAT repairs the calibration
     best = 1 + selection["epochs"].index(max(selection["epochs"]))
     assert selection["selected"] == f"epoch {best}"
     assert {"export float", "quantize + calibrate", "qat", "export int8", "total"} <= set(report.timings)
@@ -385,7 +387,9 @@ def test_artifact_name_is_checked_before_any_work(tiny_model, tmp_path: Path) ->
     assert not (tmp_path / "o").exists()
 
 
-def test_qat_never_returns_a_model_worse_than_the_calibrated_one(learned: LearnedTask, tmp_path: Path) -> None:
+def test_qat_never_returns_a_model_worse_than_the_calibrated_one(
+    learned: LearnedTask, tmp_path: Path
+) -> None:
     """A destructive learning rate ruins every epoch: the calibrated model is kept, and the summary says so."""
     calibrated = QuantConfig(calib_samples=64, batch_size=16, max_length=MAX_LENGTH)
     report = qat(

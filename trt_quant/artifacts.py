@@ -28,6 +28,7 @@ FLOAT_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8.onnx"
 ENGINE = "model.plan"
 TOKENIZER_DIR = "tokenizer"
+MODEL_CONFIG = "config.json"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 

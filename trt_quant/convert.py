@@ -19,6 +19,7 @@ from . import __version__
 from .artifacts import (
     FLOAT_ONNX,
     INT8_ONNX,
+    MODEL_CONFIG,
     TOKENIZER_DIR,
     Manifest,
     check_name,
@@ -233,6 +234,7 @@ def write_int8_artifact(
     graph_edits = finalize_int8_graph(int8_graph, config.int8_embeddings)
     save_onnx(int8_graph, stage / INT8_ONNX)
     loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
+    loaded.config.to_json_file(stage / MODEL_CONFIG)  # label names travel with the artifact
     timings["export int8"] = time.perf_counter() - step
 
     step = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
-from .artifacts import TOKENIZER_DIR, Manifest
+from .artifacts import MODEL_CONFIG, TOKENIZER_DIR, Manifest
 from .data import TextData, batched, pick_column, read_rows, read_texts, select_inputs
 from .errors import TrtQuantError
 from .progress import progress
@@ -255,9 +255,14 @@ class _Job:
         return LabelSource(self.data, self.label_column)
 
 
-def model_label_names(manifest: Manifest) -> dict[int, str] | None:
-    """The model's ``id2label`` from config.json in the source model directory, if that is still there."""
-    config = Path(manifest.source_model) / "config.json"
+def model_config_path(artifact: Path, manifest: Manifest) -> Path:
+    """The model's config.json: the artifact's own copy (artifacts before it: the source model's)."""
+    own = artifact / MODEL_CONFIG
+    return own if own.is_file() else Path(manifest.source_model) / "config.json"
+
+
+def model_label_names(config: Path) -> dict[int, str] | None:
+    """The model's ``id2label`` from its ``config`` (config.json), if it has one."""
     try:
         id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
@@ -341,7 +346,8 @@ def _classification(job: _Job) -> tuple[int, Metrics]:
     classes = _class_count(job.manifest)
     targets = None
     if data.labels is not None:
-        targets = classification_targets(data.labels, classes, model_label_names(job.manifest), job.labels)
+        names = model_label_names(model_config_path(job.runtime.directory, job.manifest))
+        targets = classification_targets(data.labels, classes, names, job.labels)
     name = job.manifest.output_names[0]
     logits: dict[str, list[np.ndarray]] = {precision: [] for precision in PRECISIONS}
     for part in job.chunks(len(data)):
@@ -417,8 +423,8 @@ def bio_label_names(names: dict[int, str] | None, classes: int, config: Path | s
     """The model's tag ``names`` (the ``id2label`` of ``config``), which must be BIO tags for entity scores."""
     if names is None or set(names) != set(range(classes)):
         raise TrtQuantError(
-            f"The model's tag names are unknown because {config} with an id2label for every class is not "
-            "there: restore the source model directory the artifact was converted from."
+            f"The model's tag names are unknown because {config} has no id2label for every class: set "
+            "id2label in the model's config.json to its BIO tags and convert it again."
         )
     if not all(metrics.is_bio_tag(name) for name in names.values()):
         shown = ", ".join(list(names.values())[:4])
@@ -496,8 +502,8 @@ def _token_classification(job: _Job) -> tuple[int, Metrics]:
     gold = names = None
     if job.label_column is not None:
         tag_column = pick_column(rows, job.label_column, (), job.data)
-        config = Path(job.manifest.source_model) / "config.json"
-        names = bio_label_names(model_label_names(job.manifest), _class_count(job.manifest), config)
+        config = model_config_path(job.runtime.directory, job.manifest)
+        names = bio_label_names(model_label_names(config), _class_count(job.manifest), config)
         gold = [
             gold_tags(row[tag_column], len(row_words), index, names, job.labels)
             for index, (row, row_words) in enumerate(zip(rows, words, strict=True))
