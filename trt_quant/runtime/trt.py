@@ -7,9 +7,10 @@ or INT32) come from the engine. Every TensorRT call's return value is checked.
 
 With ``cuda_graphs=True`` each (profile, shape) gets its own execution context, run once plainly (which
 applies its profile and shapes, as ``NvInferRuntime.h`` requires before a capture) and then captured in
-thread-local mode and replayed; a graph is never replayed on a context whose state changed since. When a
-capture fails the shape runs without a graph, as trtexec does. One lock serializes execution, so one
-runtime is safe to share between threads.
+thread-local mode and replayed; a graph is never replayed on a context whose state changed since. These
+contexts share one block of scratch memory (user-managed allocation), which is safe because executions
+never overlap. When a capture fails the shape runs without a graph, as trtexec does. One lock
+serializes execution, so one runtime is safe to share between threads.
 """
 
 from __future__ import annotations
@@ -160,12 +161,13 @@ class TensorRTRuntime(Runtime):
         self._logger = self._trt.Logger(self._trt.Logger.WARNING)
         self._runtime = self._trt.Runtime(self._logger)  # both outlive the engine
         self._engine = self._deserialize()
-        self._context = CheckedContext(self._engine.create_execution_context())
+        self.cuda_graphs = cuda_graphs
+        self._context = None if cuda_graphs else CheckedContext(self._engine.create_execution_context())
+        self._scratch: torch.Tensor | None = None  # device memory of the per-shape graph contexts
         self._inputs, self._outputs = self._io_names()
         self.dtypes = {name: torch_dtype(self._engine.get_tensor_dtype(name).name) for name in self._inputs}
         self.dtypes |= {name: torch_dtype(self._engine.get_tensor_dtype(name).name) for name in self._outputs}
         self.profiles = [self._profile(index) for index in range(self._engine.num_optimization_profiles)]
-        self.cuda_graphs = cuda_graphs
         self._stream = torch.cuda.Stream()
         self._last_profile = 0
         self._pad_token_id: int | None = None
@@ -218,7 +220,7 @@ class TensorRTRuntime(Runtime):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
-            current = self._last_profile if self.cuda_graphs else self._context.profile
+            current = self._context.profile if self._context is not None else self._last_profile
             outputs, plan = run_fitted(
                 self._execute, feeds, self.profiles, self.manifest.per_token, self._pad_id, current
             )
@@ -250,9 +252,7 @@ class TensorRTRuntime(Runtime):
         """Buffers for ``shape`` (outputs sized by the context) and, with CUDA graphs, a context of its
         own; the least recently used shape is dropped."""
         device = torch.device("cuda", torch.cuda.current_device())
-        context = (
-            CheckedContext(self._engine.create_execution_context()) if self.cuda_graphs else self._context
-        )
+        context = self._context or self._graph_context(device)
         context.select_profile(profile, self._stream.cuda_stream)
         context.set_input_shapes(self._inputs, shape)
 
@@ -265,6 +265,16 @@ class TensorRTRuntime(Runtime):
         while len(self._bindings) > CACHED_SHAPES:
             self._bindings.popitem(last=False)
         return self._bindings[key]
+
+    def _graph_context(self, device: torch.device) -> CheckedContext:
+        """A context of its own for one captured shape, on the scratch memory all such contexts share."""
+        strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        context = CheckedContext(self._engine.create_execution_context(strategy))
+        if self._scratch is None:
+            size = max(int(self._engine.device_memory_size_v2), 1)
+            self._scratch = torch.empty(size, dtype=torch.uint8, device=device)
+        context.context.set_device_memory(self._scratch.data_ptr(), self._scratch.numel())
+        return context
 
     def _launch(self, bindings: _Bindings, shape: Sequence[int], profile: int) -> None:
         """Replay the shape's CUDA graph, or set the context up and execute (then capture, with graphs)."""
