@@ -16,9 +16,13 @@ methods and ``DataType`` member names.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
+import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,3 +262,44 @@ def test_tensorrt_is_imported_only_inside_functions() -> None:
     for path in PROJECT_FILES:
         imports = list(top_level_imports(ast.parse(path.read_text(encoding="utf-8"))))
         assert not [name for name in imports if name.split(".")[0] == "tensorrt"], path
+
+
+def load_names_script() -> Any:
+    path = ROOT / "scripts" / "tensorrt_api_names.py"
+    spec = importlib.util.spec_from_file_location("tensorrt_api_names", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_elf(code: bytes, rodata: bytes, relocations: list[int]) -> bytes:
+    """An ELF64 file with .text at 0x1000, .rodata at 0x2000, a .rela.dyn and a section-name table."""
+    names = b"\x00.text\x00.rodata\x00.rela.dyn\x00.shstrtab\x00"
+    rela = b"".join(struct.pack("<QQq", 0x3000, 8, addend) for addend in relocations)  # R_X86_64_RELATIVE
+    body = [code, rodata, rela, names]
+    offsets = [64 + sum(len(part) for part in body[:index]) for index in range(len(body))]
+    headers = [bytes(64)]
+    specs = [(1, 1, 0x6, 0x1000), (7, 1, 0x2, 0x2000), (15, 4, 0x2, 0), (25, 3, 0, 0)]
+    for (name, kind, flags, address), offset, part in zip(specs, offsets, body, strict=True):
+        headers.append(struct.pack("<IIQQQQIIQQ", name, kind, flags, address, offset, len(part), 0, 0, 1, 0))
+    section_offset = 64 + sum(len(part) for part in body)
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", header, 0x28, section_offset)
+    struct.pack_into("<HHH", header, 0x3A, 64, len(headers), 4)
+    return bytes(header) + b"".join(body) + b"".join(headers)
+
+
+def test_extraction_reads_tail_merged_literals_exactly() -> None:
+    """``serialize`` stored inside ``deserialize`` is found where the code points, and only there."""
+    script = load_names_script()
+    rodata = b"deserialize\x00two words\x00combine\x00"
+
+    def lea(position: int, target: int) -> bytes:  # lea rdi, [rip + target - next instruction]
+        return b"\x48\x8d\x3d" + struct.pack("<i", 0x2000 + target - (0x1000 + position + 7))
+
+    code = lea(0, 2) + lea(7, 0) + lea(14, 12)  # "serialize", "deserialize", "two words"
+    names = script.registered_names(tiny_elf(code, rodata, relocations=[0x2000 + 22]))
+    assert names == {"serialize", "deserialize", "combine"}
