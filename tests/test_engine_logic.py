@@ -1,37 +1,48 @@
-"""Engine-build and TensorRT-runtime logic that needs no GPU: profiles, profile selection, records, errors.
+"""Engine-build and TensorRT-runtime logic that needs no GPU: profiles, records, timing-cache files,
+return-value checks, backend fallback and errors.
 
-``build_engine`` is also run end to end against a small stand-in ``tensorrt`` module (``FakeTensorRT``)
-that records what the builder was asked for; whether those names exist in the real TensorRT 11 is
-checked by tests/test_tensorrt_api.py.
+Where a TensorRT object is needed, a small stand-in models only the documented behaviour under test
+(``create_timing_cache`` returns None for a blob it cannot read, ``set_*`` calls return False when
+refused); whether the names the code uses exist in TensorRT 10 and 11 is checked by
+tests/test_tensorrt_api.py against the real bindings.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
+import time
 import types
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import onnx
 import pytest
 import torch
 
-from trt_quant.artifacts import ENGINE, load_manifest
+from trt_quant.artifacts import ENGINE, load_manifest, write_manifest
 from trt_quant.engine import (
-    LAYERS_REPORT,
     BuildConfig,
     Profile,
+    attach_timing_cache,
     build_engine,
     default_profiles,
     parse_profiles,
     parse_range,
     require_tensorrt,
+    save_timing_cache,
+    update_file,
 )
-from trt_quant.errors import ArtifactError, GpuUnavailableError, InputError, TrtQuantError
+from trt_quant.errors import (
+    ArtifactError,
+    EngineMismatchError,
+    GpuUnavailableError,
+    InputError,
+    TrtQuantError,
+)
 from trt_quant.runtime import OrtRuntime, load_runtime
-from trt_quant.runtime.trt import engine_mismatch, select_profile, tensorrt_usable, torch_dtype
+from trt_quant.runtime.trt import CheckedContext, engine_mismatch, tensorrt_usable, torch_dtype
 
 INSTALL = "pip install 'trt-quant[gpu]'"
 
@@ -95,25 +106,6 @@ def test_build_config_validation() -> None:
     assert BuildConfig().resolved_profiles(64) == default_profiles(64)
 
 
-def test_select_profile_picks_the_tightest_fitting_profile() -> None:
-    buckets = [Profile((1, 8, 32), (1, 64, 128)), Profile((1, 8, 32), (129, 256, 512))]
-    assert select_profile(buckets, (4, 100)) == 0
-    assert select_profile(buckets, (32, 129)) == 1
-    overlapping = [Profile((1, 8, 32), (1, 128, 512)), Profile((1, 8, 32), (1, 64, 128))]
-    assert select_profile(overlapping, (2, 64)) == 1
-    assert select_profile(overlapping, (2, 300)) == 0
-
-
-def test_select_profile_error_names_every_range() -> None:
-    profiles = [Profile((1, 8, 32), (1, 64, 128)), Profile((1, 4, 8), (129, 256, 512))]
-    with pytest.raises(InputError) as caught:
-        select_profile(profiles, (16, 300))
-    message = str(caught.value)
-    assert "batch 16, sequence 300" in message
-    assert "profile 0: batch 1-32, sequence 1-128; profile 1: batch 1-8, sequence 129-512" in message
-    assert "--batch/--seq" in message
-
-
 def test_engine_mismatch_explains_version_and_gpu() -> None:
     record = {"tensorrt": "10.13.0", "compute_capability": "8.6", "gpu": "NVIDIA A10"}
     assert engine_mismatch(record, "10.13.0", "8.6") is None
@@ -167,13 +159,6 @@ def test_build_without_tensorrt_says_how_to_install(artifact: Path, no_tensorrt:
     assert not (artifact / ENGINE).exists() and (artifact / "manifest.json").read_bytes() == before
 
 
-def test_build_with_tensorrt_but_no_gpu(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT())
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(GpuUnavailableError, match=r"No CUDA GPU is visible .*onnxruntime backend"):
-        build_engine(artifact)
-
-
 def test_load_runtime_tensorrt_backend_needs_tensorrt(artifact: Path, no_tensorrt: None) -> None:
     with pytest.raises(GpuUnavailableError, match=r"pip install 'trt-quant\[gpu\]'"):
         load_runtime(artifact, backend="tensorrt")
@@ -185,143 +170,221 @@ def test_auto_backend_falls_back_to_onnxruntime_with_an_engine(artifact: Path, n
     assert isinstance(runtime, OrtRuntime) and runtime.backend == "onnxruntime"
 
 
-class FakeTensorRT(types.ModuleType):
-    """Just enough of the ``tensorrt`` module for ``build_engine``; records what it was asked."""
+def test_build_with_tensorrt_but_no_gpu(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(GpuUnavailableError, match=r"No CUDA GPU is visible .*onnxruntime backend"):
+        build_engine(artifact)
 
-    def __init__(self, plan: bytes | None = b"serialized engine", parse_ok: bool = True) -> None:
-        super().__init__("tensorrt")
-        self.__version__ = "10.99.0"
-        self.calls: dict[str, Any] = {"profiles": []}
-        self.plan, self.parse_ok = plan, parse_ok
-        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=5)
-        self.ProfilingVerbosity = types.SimpleNamespace(DETAILED="DETAILED")
-        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-        self.LayerInformationFormat = types.SimpleNamespace(JSON="JSON")
-        self.Logger = type("Logger", (), {"WARNING": "WARNING", "__init__": lambda self, severity: None})
-        self.IProgressMonitor = type("IProgressMonitor", (), {"__init__": lambda self: None})
-        fake = self
 
-        class Builder:
-            def __init__(self, logger: Any) -> None:
-                pass
+def test_seven_bit_artifact_warns_when_an_engine_is_built(artifact: Path, no_tensorrt: None) -> None:
+    manifest = load_manifest(artifact)
+    manifest.quantization["weight_bits"] = 7
+    write_manifest(artifact, manifest)
+    warning = r"--weight-bits 7.*convert it again with --weight-bits 8"
+    with pytest.warns(UserWarning, match=warning), pytest.raises(GpuUnavailableError):
+        build_engine(artifact)
 
-            def create_network(self, flags: int) -> Any:
-                fake.calls["network_flags"] = flags
-                return types.SimpleNamespace(num_inputs=0, get_input=None)
 
-            def create_builder_config(self) -> Any:
-                return fake.calls.setdefault("config", BuilderConfig())
+def test_eight_bit_artifact_builds_without_that_warning(artifact: Path, no_tensorrt: None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(GpuUnavailableError):
+            build_engine(artifact)
 
-            def create_optimization_profile(self) -> Any:
-                shapes: dict[str, Any] = {}
-                set_shape = lambda name, low, opt, high: shapes.update({name: (low, opt, high)})  # noqa: E731
-                return types.SimpleNamespace(shapes=shapes, set_shape=set_shape)
 
-            def build_serialized_network(self, network: Any, config: Any) -> bytes | None:
-                config.progress_monitor.phase_start("Building", None, 2)
-                config.progress_monitor.step_complete("Building", 1)
-                config.progress_monitor.phase_finish("Building")
-                return fake.plan
-
-        class BuilderConfig:
-            def __init__(self) -> None:
-                self.pool_limits: dict[str, int] = {}
-
-            def set_memory_pool_limit(self, pool: str, size: int) -> None:
-                self.pool_limits[pool] = size
-
-            def add_optimization_profile(self, profile: Any) -> None:
-                fake.calls["profiles"].append(profile.shapes)
-
-            def create_timing_cache(self, data: bytes) -> Any:
-                fake.calls["timing_cache_in"] = data
-                return types.SimpleNamespace(serialize=lambda: b"timings:" + data)
-
-            def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
-                return True
-
-        class OnnxParser:
-            num_errors = 1
-
-            def __init__(self, network: Any, logger: Any) -> None:
-                self.network = network
-
-            def parse(self, data: bytes) -> bool:
-                model = onnx.load_from_string(data)
-                fake.calls["onnx"] = model
-                names = [value.name for value in model.graph.input]
-                self.network.num_inputs = len(names)
-                self.network.get_input = lambda index: types.SimpleNamespace(name=names[index])
-                return fake.parse_ok
-
-            def get_error(self, index: int) -> Any:
-                return types.SimpleNamespace(desc=lambda: "Unsupported operator", node_name=lambda: "/Erf")
-
-        class Runtime:
-            def __init__(self, logger: Any) -> None:
-                pass
-
-            def deserialize_cuda_engine(self, plan: bytes) -> Any:
-                inspector = types.SimpleNamespace(get_engine_information=lambda fmt: '{"Layers": ["gemm"]}')
-                return types.SimpleNamespace(create_engine_inspector=lambda: inspector)
-
-        self.Builder, self.OnnxParser, self.Runtime = Builder, OnnxParser, Runtime
+# --- backend fallback for an engine of another TensorRT version or GPU ------------------------------------
 
 
 @pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def tensorrt_11_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine whose TensorRT is 11.4.0 and whose GPU has compute capability 9.0. The runtime reads only
+    the version before it compares the manifest's engine record, which is what these tests exercise."""
+    module = types.ModuleType("tensorrt")
+    module.__version__ = "11.4.0"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
 
 
-def test_build_engine_with_a_stand_in_tensorrt(
-    artifact: Path, fake_gpu: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    trt = FakeTensorRT()
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    cache = tmp_path / "timing.cache"
-    cache.write_bytes(b"old")
-    profiles = tuple(parse_profiles("1,2,4", ["1,8,16", "17,32,64"]))
-    config = BuildConfig(profiles=profiles, workspace_mib=256, optimization_level=2, timing_cache=cache)
-    record = build_engine(artifact, config)
-
-    assert trt.calls["network_flags"] == 1 << 5
-    assert trt.calls["config"].builder_optimization_level == 2
-    assert trt.calls["config"].profiling_verbosity == "DETAILED"
-    assert trt.calls["config"].pool_limits == {"WORKSPACE": 256 << 20}
-    assert trt.calls["profiles"] == [
-        {name: ((1, 1), (2, 8), (4, 16)) for name in ("input_ids", "attention_mask", "token_type_ids")},
-        {name: ((1, 17), (2, 32), (4, 64)) for name in ("input_ids", "attention_mask", "token_type_ids")},
-    ]
-    parsed = trt.calls["onnx"]
-    assert max(entry.version for entry in parsed.opset_import if entry.domain == "") >= 19
-    assert trt.calls["timing_cache_in"] == b"old" and cache.read_bytes() == b"timings:old"
-
-    assert (artifact / ENGINE).read_bytes() == b"serialized engine"
-    assert json.loads((artifact / LAYERS_REPORT).read_text()) == {"Layers": ["gemm"]}
-    manifest = load_manifest(artifact)  # checksums cover the new files
-    assert manifest.engine == record
-    assert {ENGINE, LAYERS_REPORT} <= set(manifest.files)
-    assert record["tensorrt"] == "10.99.0" and record["gpu"] == "Fake GPU"
-    assert record["compute_capability"] == "8.6" and record["precision"] == "fp16"
-    assert record["profiles"] == [profile.to_dict() for profile in profiles]
-    assert record["bytes"] == len(b"serialized engine")
-    assert not list(artifact.glob(".*"))  # no temporary files left behind
+def engine_from(artifact: Path, tensorrt: str, capability: str) -> Path:
+    (artifact / ENGINE).write_bytes(b"plan")
+    manifest = load_manifest(artifact)
+    manifest.engine = {"tensorrt": tensorrt, "compute_capability": capability, "gpu": "NVIDIA A10"}
+    write_manifest(artifact, manifest)
+    return artifact
 
 
 @pytest.mark.parametrize(
-    ("trt", "message"),
-    [(FakeTensorRT(parse_ok=False), "Unsupported operator at node '/Erf'.*trt-quant check"),
-     (FakeTensorRT(plan=None), "could not build the engine.*--workspace")],
+    ("tensorrt", "capability", "reason"),
+    [("10.13.0", "9.0", r"built with TensorRT 10\.13\.0 and this machine has 11\.4\.0"),
+     ("11.4.0", "8.6", r"compute capability 8\.6 \(NVIDIA A10\) and this GPU has 9\.0")],
 )  # fmt: skip
-def test_failed_build_writes_nothing(
-    artifact: Path, fake_gpu: None, monkeypatch: pytest.MonkeyPatch, trt: FakeTensorRT, message: str
+def test_auto_backend_falls_back_from_an_engine_built_elsewhere(
+    artifact: Path, tensorrt_11_on_a_gpu: None, tensorrt: str, capability: str, reason: str
 ) -> None:
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    before = (artifact / "manifest.json").read_bytes()
-    with pytest.raises(TrtQuantError, match=message):
-        build_engine(artifact, BuildConfig(profiles=(Profile((1, 1, 2), (1, 8, 16)),)))
-    assert not (artifact / ENGINE).exists() and not (artifact / LAYERS_REPORT).exists()
-    assert (artifact / "manifest.json").read_bytes() == before
+    engine_from(artifact, tensorrt, capability)
+    with pytest.warns(UserWarning, match=f"{reason}.*Running on ONNX Runtime"):
+        runtime = load_runtime(artifact, backend="auto")
+    assert isinstance(runtime, OrtRuntime)
+    with pytest.raises(EngineMismatchError, match=f"{reason}: rebuild it with 'trt-quant build"):
+        load_runtime(artifact, backend="tensorrt")
+
+
+# --- TensorRT return values ------------------------------------------------------------------------------
+
+
+class RefusingContext:
+    """An execution context that refuses what ``refuse`` names, as TensorRT does by returning False."""
+
+    def __init__(self, refuse: str = "") -> None:
+        self.refuse = refuse
+        self.calls: list[tuple[str, Any]] = []
+
+    def _answer(self, call: str, argument: Any) -> bool:
+        self.calls.append((call, argument))
+        return call != self.refuse
+
+    def set_optimization_profile_async(self, profile: int, stream: int) -> bool:
+        return self._answer("profile", profile)
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        return self._answer("shape", (name, shape))
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        return self._answer("address", name)
+
+    def execute_async_v3(self, stream: int) -> bool:
+        return self._answer("execute", stream)
+
+
+def test_checked_context_raises_on_every_refusal() -> None:
+    with pytest.raises(InputError, match=r"refused shape \(2, 700\) for input 'input_ids' in optimization "
+                       r"profile 0: pass a shape within"):  # fmt: skip
+        CheckedContext(RefusingContext("shape")).set_input_shapes(["input_ids", "attention_mask"], (2, 700))
+    with pytest.raises(TrtQuantError, match="refused to switch to optimization profile 1"):
+        CheckedContext(RefusingContext("profile")).select_profile(1, stream=0)
+    with pytest.raises(TrtQuantError, match="refused the device buffer of tensor 'logits'"):
+        CheckedContext(RefusingContext("address")).set_addresses({"logits": 256})
+    with pytest.raises(TrtQuantError, match="failed to run the engine"):
+        CheckedContext(RefusingContext("execute")).execute(stream=0)
+    with pytest.raises(TrtQuantError, match="could not create an execution context"):
+        CheckedContext(None)
+
+
+def test_checked_context_selects_a_profile_only_when_it_changes() -> None:
+    raw = RefusingContext()
+    context = CheckedContext(raw)
+    context.select_profile(0, stream=7)  # TensorRT starts on profile 0: nothing to do
+    context.select_profile(1, stream=7)
+    context.select_profile(1, stream=7)
+    assert raw.calls == [("profile", 1)] and context.profile == 1
+    refused = CheckedContext(RefusingContext("profile"))
+    with pytest.raises(TrtQuantError):
+        refused.select_profile(2, stream=7)
+    assert refused.profile == 0  # a refused switch leaves the profile in use recorded
+
+
+# --- timing cache ---------------------------------------------------------------------------------------
+
+
+class TimingCaches:
+    """TensorRT's timing-cache calls on a builder config, modelled on NvInfer.h: a cache is a set of
+    entries serialized as ``TC1:`` + sorted lines; ``create_timing_cache`` returns None for bytes it cannot
+    read; ``set_timing_cache`` refuses a cache of another version; ``combine`` adds another cache's
+    entries."""
+
+    def __init__(self, version: bytes = b"TC1:") -> None:
+        self.version = version
+        self.attached: Cache | None = None
+
+    def create_timing_cache(self, data: bytes) -> Cache | None:
+        if data and not data.startswith(b"TC"):
+            return None
+        version, _, body = data.partition(b":")
+        return Cache(version + b":" if data else self.version, set(body.split(b"\n")) - {b""})
+
+    def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> bool:
+        if cache.version != self.version:
+            return False
+        self.attached = cache
+        return True
+
+
+class Cache:
+    def __init__(self, version: bytes, entries: set[bytes]) -> None:
+        self.version, self.entries = version, entries
+
+    def combine(self, other: Cache, ignore_mismatch: bool) -> bool:
+        if other.version != self.version:
+            return False
+        self.entries |= other.entries
+        return True
+
+    def serialize(self) -> bytes:
+        return self.version + b"\n".join(sorted(self.entries))
+
+
+def test_timing_cache_file_is_read_when_usable(tmp_path: Path) -> None:
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"TC1:gemm 64x64\nsoftmax 128")
+    config = TimingCaches()
+    cache = attach_timing_cache(config, path)
+    assert config.attached is cache and cache.entries == {b"gemm 64x64", b"softmax 128"}
+    assert attach_timing_cache(TimingCaches(), tmp_path / "absent.cache").entries == set()
+
+
+@pytest.mark.parametrize("content", [b"\x00garbage", b"TC0:from another TensorRT"])
+def test_unusable_timing_cache_starts_empty_with_a_warning(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "timing.cache"
+    path.write_bytes(content)
+    config = TimingCaches()
+    with pytest.warns(UserWarning, match="cannot use the timing cache .*starts from an empty cache"):
+        cache = attach_timing_cache(config, path)
+    assert config.attached is cache and cache.entries == set()
+    cache.entries.add(b"gemm 32x32")
+    with pytest.warns(UserWarning, match="cannot be merged .*replaced by this build's cache"):
+        save_timing_cache(config, cache, path)
+    assert path.read_bytes() == b"TC1:gemm 32x32"
+
+
+def test_timing_cache_is_merged_with_what_another_build_wrote_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "timing.cache"
+    path.write_bytes(b"TC1:shared")
+    first, second = TimingCaches(), TimingCaches()
+    first_cache, second_cache = attach_timing_cache(first, path), attach_timing_cache(second, path)
+    first_cache.entries.add(b"first")
+    second_cache.entries.add(b"second")
+    save_timing_cache(first, first_cache, path)
+    save_timing_cache(second, second_cache, path)  # read its cache before the first build saved
+    assert path.read_bytes() == b"TC1:first\nsecond\nshared"
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["timing.cache", "timing.cache.lock"]
+
+
+def test_concurrent_file_updates_keep_every_entry(tmp_path: Path) -> None:
+    path = tmp_path / "cache"
+
+    def add(entry: bytes) -> None:
+        def merge(current: bytes) -> bytes:
+            time.sleep(0.01)  # widen the window between reading and writing
+            return current + entry
+
+        update_file(path, merge)
+
+    entries = [f"<{index}>".encode() for index in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(add, entries))
+    content = path.read_bytes()
+    assert sorted(content.replace(b">", b">\n").split()) == sorted(entries)
+
+
+def test_failed_merge_leaves_the_file_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "cache"
+    path.write_bytes(b"kept")
+
+    def fail(current: bytes) -> bytes:
+        raise ValueError("merge failed")
+
+    with pytest.raises(ValueError, match="merge failed"):
+        update_file(path, fail)
+    assert path.read_bytes() == b"kept" and not list(tmp_path.glob(".cache.*"))

@@ -9,9 +9,8 @@ neighbouring INT8 step).
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from trt_quant.artifacts import ENGINE, INT8_ONNX, load_manifest, write_manifest
 from trt_quant.engine import LAYERS_REPORT, BuildConfig, build_engine, parse_profiles
 from trt_quant.errors import ArtifactError, InputError
+from trt_quant.layer_report import check_engine_layers
 from trt_quant.precision import convert_float_precision
 from trt_quant.runtime import load_runtime
 from trt_quant.runtime.trt import TensorRTRuntime, tensorrt_usable
@@ -94,10 +94,16 @@ def test_build_records_the_engine_in_the_manifest(engine_artifact: Path) -> None
     assert (engine_artifact.parent / "timing.cache").stat().st_size > 0
 
 
-def test_layer_report_shows_int8_layers(engine_artifact: Path) -> None:
-    text = (engine_artifact / LAYERS_REPORT).read_text()
-    assert json.loads(text)["Layers"]
-    assert re.search("int8", text, re.IGNORECASE)
+def test_layer_report_shows_every_quantized_linear_in_int8(engine_artifact: Path) -> None:
+    """From the layer types and input formats of the report, not from the text "int8" (which initializer
+    names put there anyway). The tiny model's 8-wide heads need not fuse; scripts/gpu_check.py requires
+    fusion on MiniLM and BERT-base shapes."""
+    record = load_manifest(engine_artifact).engine
+    assert record is not None
+    graph = onnx.load(str(engine_artifact / record["source"]))
+    check = check_engine_layers(graph, (engine_artifact / LAYERS_REPORT).read_text())
+    print(check.summary())
+    assert check.failures(require_fusion=False) == [] and len(check.int8) == 14
 
 
 def test_engine_profiles_match_the_build(runtime: TensorRTRuntime) -> None:
@@ -147,8 +153,62 @@ def test_cuda_graphs_replay_the_same_result(engine_artifact: Path, runtime: Tens
     graphs = TensorRTRuntime(engine_artifact, load_manifest(engine_artifact), cuda_graphs=True)
     feeds = token_feeds(4, 20)
     expected = runtime.run(feeds)["logits"]
-    for _ in range(3):  # first run executes and captures, the next ones replay
-        assert_same(graphs.run(feeds)["logits"], expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns and falls back: not here
+        for _ in range(3):  # first run executes and captures, the next ones replay
+            assert_same(graphs.run(feeds)["logits"], expected)
+
+
+def test_cuda_graphs_across_profiles_replay_each_shape_on_its_own_context(
+    engine_artifact: Path, runtime: TensorRTRuntime
+) -> None:
+    """Shape A (profile 0), B (profile 1), A again, B again: a graph captured for A must not replay B's
+    profile or shapes; each result equals a run without graphs."""
+    graphs = TensorRTRuntime(engine_artifact, load_manifest(engine_artifact), cuda_graphs=True)
+    shape_a, shape_b = token_feeds(2, 16, seed=3), token_feeds(3, 40, seed=4)
+    expected_a, expected_b = runtime.run(shape_a)["logits"], runtime.run(shape_b)["logits"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for feeds, expected in [(shape_a, expected_a), (shape_b, expected_b)] * 3:
+            assert_same(graphs.run(feeds)["logits"], expected)
+
+
+@pytest.fixture(scope="module")
+def short_profile_artifact(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny artifact with an engine whose only profile starts at 16 tokens."""
+    directory = Path(shutil.copytree(tiny_artifact, tmp_path_factory.mktemp("gpu16") / "artifact"))
+    build_engine(
+        directory, BuildConfig(profiles=tuple(parse_profiles("1,4,8", "16,24,32")), optimization_level=2)
+    )
+    return directory
+
+
+def test_short_texts_run_on_an_engine_whose_profiles_start_above_them(
+    short_profile_artifact: Path, reference: ort.InferenceSession
+) -> None:
+    runtime = load_runtime(short_profile_artifact, backend="tensorrt")
+    cpu = load_runtime(short_profile_artifact, backend="onnxruntime")
+    texts = ["a model.", "the new model is fast.", "it is."]
+    feeds = cpu.tokenize(texts)
+    assert feeds["input_ids"].shape[1] < 16
+    (expected,) = reference.run(["logits"], feeds)  # the FP16 graph, unpadded
+    output = runtime.run_text(texts)["logits"]
+    assert output.shape == expected.shape == (3, 3)
+    assert np.abs(output - expected).max() <= TOLERANCE * np.ptp(expected)
+    for single, row in zip(runtime.run_texts(texts, batch_size=2), expected, strict=True):
+        assert np.abs(single["logits"] - row).max() <= TOLERANCE * np.ptp(expected)
+
+
+def test_auto_backend_falls_back_for_an_engine_of_another_version(
+    engine_artifact: Path, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(engine_artifact, tmp_path / "copy"))
+    manifest = load_manifest(copy)
+    assert manifest.engine is not None
+    manifest.engine["tensorrt"] = "0.0.0"
+    write_manifest(copy, manifest)
+    with pytest.warns(UserWarning, match=r"built with TensorRT 0\.0\.0.*ONNX Runtime"):
+        assert load_runtime(copy).backend == "onnxruntime"
 
 
 def test_threads_share_one_runtime(runtime: TensorRTRuntime) -> None:

@@ -507,6 +507,34 @@ def test_tokenizer_model_refuses_a_tokenizer_without_the_model_inputs(
         load_tokenizer_model(repo)
 
 
+def test_tokenizer_pads_short_texts_up_to_the_engine_profile_minimum(
+    tiny_artifact: Path, runtime: Any, tmp_path: Path, pb_utils: ModuleType
+) -> None:
+    """An engine whose profiles start at 16 tokens gets at least 16 columns, the padding masked; the
+    padded encoding gives the logits of the unpadded one (ONNX Runtime runs the same INT8 graph)."""
+    profiles = [{"min": [1, 16], "opt": [4, 32], "max": [8, 64]}]
+    artifact = with_engine(tiny_artifact, tmp_path / "engine16", b"plan", profiles, tensorrt="10.13.3")
+    repo = write_triton_repository(artifact, tmp_path / "repo", name=NAME)
+    tokenizer = parse(repo / f"{NAME}_tokenizer" / "config.pbtxt")
+    assert tokenizer.parameters["sequence_ranges"].string_value == "[[16, 64]]"
+    model = load_tokenizer_model(repo)
+    texts = ["a model.", "the new model is fast."]
+    [response] = model.execute([text_request(pb_utils, texts)])
+    padded = arrays(response)
+    unpadded = runtime.tokenize(texts)
+    length = unpadded["input_ids"].shape[1]
+    assert length < 16 and padded["input_ids"].shape == (2, 16)
+    for name, array in unpadded.items():
+        np.testing.assert_array_equal(padded[name][:, :length], array, err_msg=name)
+    np.testing.assert_array_equal(padded["attention_mask"][:, length:], 0)
+    np.testing.assert_array_equal(padded["input_ids"][:, length:], runtime.tokenizer.pad_token_id)
+    np.testing.assert_allclose(runtime.run(padded)["logits"], runtime.run(unpadded)["logits"], atol=1e-5)
+
+    long_texts = [" ".join(["model"] * 20)]  # 22 tokens: inside the profile, not padded further
+    [response] = model.execute([text_request(pb_utils, long_texts)])
+    assert_same_encoding(arrays(response), runtime.tokenize(long_texts))
+
+
 def run_ensemble(
     repo: Path, name: str, pb_utils: ModuleType, texts: list[str], pairs: list[str] | None = None
 ) -> dict[str, np.ndarray]:

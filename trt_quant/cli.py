@@ -117,11 +117,11 @@ def build(
 ) -> None:
     """Build a strongly typed TensorRT engine from the artifact's INT8 ONNX (needs an NVIDIA GPU)."""
     from .artifacts import load_manifest
-    from .engine import BuildConfig, build_engine, parse_profiles
+    from .engine import BuildConfig, build_engine, default_profiles, parse_profiles
 
     manifest = load_manifest(artifact, verify=verify)
     longest = manifest.max_length
-    profiles = parse_profiles(batch, seq or [f"{min(16, longest)},{min(128, longest)},{longest}"], longest)
+    profiles = parse_profiles(batch, seq, longest) if seq else default_profiles(longest, batch)
     config = BuildConfig(
         precision=precision,
         profiles=tuple(profiles),

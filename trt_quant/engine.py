@@ -13,7 +13,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,16 @@ def check_profiles(profiles: Sequence[Profile], max_length: int) -> None:
             )
 
 
-def default_profiles(max_length: int) -> list[Profile]:
-    """One profile: batch 1-32 (opt 8), sequence 1 to the model's maximum (opt 128 or less)."""
+def default_sequence(max_length: int) -> str:
+    """The default sequence range: 1 to the model's maximum (at most 512), opt 128 or less."""
     longest = min(max_length, 512)
-    return parse_profiles(DEFAULT_BATCH, f"1,{min(128, longest)},{longest}")
+    return f"1,{min(128, longest)},{longest}"
+
+
+def default_profiles(max_length: int, batch: str = DEFAULT_BATCH) -> list[Profile]:
+    """One profile: ``batch`` (default 1-32, opt 8), sequence :func:`default_sequence` (the default of
+    both ``trt-quant build`` and :class:`BuildConfig`)."""
+    return parse_profiles(batch, default_sequence(max_length))
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,13 @@ def build_engine(
     directory = Path(artifact_dir)
     config = config or BuildConfig()
     manifest = load_manifest(directory, verify=verify)
+    if manifest.quantization.get("weight_bits") == 7:
+        warnings.warn(
+            f"{directory} was converted with --weight-bits 7, a workaround for ONNX Runtime on CPUs without "
+            "VNNI that costs accuracy and gains nothing on a GPU: convert it again with --weight-bits 8 "
+            "for TensorRT.",
+            stacklevel=2,
+        )
     profiles = config.resolved_profiles(manifest.max_length)
     built = build_plan(onnx.load(str(directory / INT8_ONNX)), config, profiles)
     _write_atomically(directory / ENGINE, built.plan)
@@ -235,7 +249,7 @@ def _serialize_network(
             "on the INT8 ONNX and fix the named node, or update TensorRT."
         )
     builder_config = _builder_config(trt, builder, network, config, profiles)
-    cache = _load_timing_cache(builder_config, config.timing_cache)
+    cache = attach_timing_cache(builder_config, config.timing_cache)
     monitor = _progress_monitor(trt)  # referenced here for as long as TensorRT calls it
     builder_config.progress_monitor = monitor
     plan = builder.build_serialized_network(network, builder_config)
@@ -245,7 +259,7 @@ def _serialize_network(
             "--batch/--seq profiles or check the graph with 'trt-quant check'."
         )
     if config.timing_cache is not None:
-        _write_atomically(config.timing_cache, bytes(cache.serialize()))
+        save_timing_cache(builder_config, cache, config.timing_cache)
     return bytes(plan)
 
 
@@ -273,14 +287,62 @@ def _parser_errors(parser: Any) -> str:
     return "; ".join(described) or "no details"
 
 
-def _load_timing_cache(builder_config: Any, path: Path | None) -> Any:
-    """Attach the timing cache stored at ``path``; empty when absent or made by another TensorRT/GPU."""
+def attach_timing_cache(builder_config: Any, path: Path | None) -> Any:
+    """Attach the timing cache stored at ``path`` to the builder config and return it.
+
+    No file (or no ``path``) gives an empty cache. A file TensorRT cannot read (corrupt, or written by
+    another TensorRT version or for another GPU: ``create_timing_cache`` returns None or
+    ``set_timing_cache`` refuses it) gives an empty cache too, with a warning; the file is replaced when
+    the build saves its cache.
+    """
     data = path.read_bytes() if path is not None and path.is_file() else b""
-    cache = builder_config.create_timing_cache(data)
-    if not builder_config.set_timing_cache(cache, ignore_mismatch=False):
-        cache = builder_config.create_timing_cache(b"")
-        builder_config.set_timing_cache(cache, ignore_mismatch=False)
+    if data:
+        cache = builder_config.create_timing_cache(data)
+        if cache is not None and builder_config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+        warnings.warn(
+            f"TensorRT cannot use the timing cache {path} (corrupt, or from another TensorRT version or "
+            "GPU): this build starts from an empty cache and replaces the file.",
+            stacklevel=2,
+        )
+    cache = builder_config.create_timing_cache(b"")
+    if cache is None or not builder_config.set_timing_cache(cache, ignore_mismatch=False):
+        raise TrtQuantError("TensorRT could not create an empty timing cache: free memory and build again.")
     return cache
+
+
+def save_timing_cache(builder_config: Any, cache: Any, path: Path) -> None:
+    """Write ``cache`` to ``path`` merged with what the file holds by then (another build may have
+    written it meanwhile), atomically and under a file lock, so concurrent builds keep every entry."""
+
+    def merge(on_disk: bytes) -> bytes:
+        if on_disk:
+            other = builder_config.create_timing_cache(on_disk)
+            if other is None or not cache.combine(other, ignore_mismatch=False):
+                warnings.warn(
+                    f"The timing cache {path} cannot be merged (corrupt, or from another TensorRT version or "
+                    "GPU): it is replaced by this build's cache.",
+                    stacklevel=3,
+                )
+        return bytes(cache.serialize())
+
+    update_file(path, merge)
+
+
+def update_file(path: Path, merge: Callable[[bytes], bytes]) -> None:
+    """Replace ``path``'s bytes by ``merge(current bytes)`` (b"" when absent), atomically, holding an
+    exclusive lock on ``path``.lock meanwhile so concurrent updates apply one after another."""
+    import fcntl  # POSIX only; imported here so that the rest of the module loads anywhere
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        current = path.read_bytes() if path.is_file() else b""
+        _write_atomically(path, merge(current))
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _progress_monitor(trt: Any) -> Any:
@@ -338,10 +400,14 @@ __all__ = [
     "BuildConfig",
     "BuiltEngine",
     "Profile",
+    "attach_timing_cache",
     "build_engine",
     "build_plan",
     "default_profiles",
+    "default_sequence",
     "parse_profiles",
     "parse_range",
     "require_tensorrt",
+    "save_timing_cache",
+    "update_file",
 ]

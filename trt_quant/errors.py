@@ -17,3 +17,7 @@ class InputError(TrtQuantError):
 
 class GpuUnavailableError(TrtQuantError):
     """A GPU step was asked for on a machine without an NVIDIA GPU or without TensorRT."""
+
+
+class EngineMismatchError(ArtifactError):
+    """A TensorRT engine built for another GPU or TensorRT version (or unreadable by this one)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ..artifacts import ENGINE, load_manifest
-from ..errors import TrtQuantError
+from ..errors import EngineMismatchError, TrtQuantError
 from .base import Runtime
 from .ort import PRECISION_FILES, OrtRuntime
 
@@ -22,8 +23,10 @@ def load_runtime(
     """Open an artifact directory for inference.
 
     ``backend="auto"`` uses TensorRT when the artifact has an engine and a GPU with TensorRT is present,
-    else ONNX Runtime on CPU. ``precision`` picks the INT8 or the float ONNX graph (ONNX Runtime only).
-    ``verify`` checks every file against the manifest's checksums first.
+    else ONNX Runtime on CPU; it also falls back to ONNX Runtime, with a warning, when the engine was built
+    for another GPU or TensorRT version (``backend="tensorrt"`` raises then). ``precision`` picks the INT8
+    or the float ONNX graph (ONNX Runtime only). ``verify`` checks every file against the manifest's
+    checksums first.
     """
     if backend not in BACKENDS:
         raise TrtQuantError(f"Unknown backend '{backend}': use one of {', '.join(BACKENDS)}.")
@@ -32,10 +35,14 @@ def load_runtime(
     path = Path(directory)
     manifest = load_manifest(path, verify=verify)
     if backend == "auto":
-        from .trt import tensorrt_usable
+        from .trt import TensorRTRuntime, tensorrt_usable
 
-        has_engine = (path / ENGINE).is_file()
-        backend = "tensorrt" if has_engine and precision == "int8" and tensorrt_usable() else "onnxruntime"
+        if (path / ENGINE).is_file() and precision == "int8" and tensorrt_usable():
+            try:
+                return TensorRTRuntime(path, manifest)
+            except EngineMismatchError as error:
+                warnings.warn(f"{error} Running on ONNX Runtime (CPU) instead.", stacklevel=2)
+        backend = "onnxruntime"
     if backend == "tensorrt":
         from .trt import TensorRTRuntime
 

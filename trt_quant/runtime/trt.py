@@ -2,17 +2,23 @@
 
 Device buffers are torch CUDA tensors, kept per input shape (a few shapes, least recently used dropped)
 and bound with ``set_tensor_address``; inference runs with ``execute_async_v3`` on a torch stream. The
-optimization profile is picked from the input shape, input dtypes (INT64 or INT32) come from the engine.
-With ``cuda_graphs=True`` each shape's launch is captured once as a CUDA graph and replayed afterwards.
-One lock serializes execution, so one runtime is safe to share between threads.
+profile and any padding up to a profile's minimum length come from :mod:`.shapes`; input dtypes (INT64
+or INT32) come from the engine. Every TensorRT call's return value is checked.
+
+With ``cuda_graphs=True`` each (profile, shape) gets its own execution context, run once plainly (which
+applies its profile and shapes, as ``NvInferRuntime.h`` requires before a capture) and then captured in
+thread-local mode and replayed; a graph is never replayed on a context whose state changed since. These
+contexts share one block of scratch memory (user-managed allocation), which is safe because executions
+never overlap. When a capture fails the shape runs without a graph, as trtexec does. One lock
+serializes execution, so one runtime is safe to share between threads.
 """
 
 from __future__ import annotations
 
-import math
 import threading
+import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..artifacts import ENGINE, Manifest
+from ..artifacts import ENGINE, TOKENIZER_DIR, Manifest
 from ..engine import Profile, require_tensorrt
-from ..errors import ArtifactError, InputError, TrtQuantError
+from ..errors import ArtifactError, EngineMismatchError, InputError, TrtQuantError
 from .base import Runtime
+from .shapes import run_fitted
 
 TORCH_DTYPES = {
     "FLOAT": torch.float32,
@@ -48,18 +55,6 @@ def tensorrt_usable() -> bool:
         return False
 
 
-def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
-    """Index of the tightest profile (smallest max shape) that holds ``shape``; InputError when none does."""
-    fitting = [index for index, profile in enumerate(profiles) if profile.contains(shape)]
-    if not fitting:
-        ranges = "; ".join(f"profile {index}: {profile.describe()}" for index, profile in enumerate(profiles))
-        raise InputError(
-            f"Input shape (batch {shape[0]}, sequence {shape[-1]}) is outside every optimization profile of "
-            f"the engine ({ranges}): pass inputs inside one, or rebuild with wider --batch/--seq ranges."
-        )
-    return min(fitting, key=lambda index: (math.prod(profiles[index].shape(2)), index))
-
-
 def engine_mismatch(record: dict[str, Any] | None, tensorrt_version: str, capability: str) -> str | None:
     """Why the engine the manifest records cannot run here (other TensorRT or GPU), or None if it can."""
     if not record:
@@ -81,13 +76,68 @@ def torch_dtype(name: str) -> torch.dtype:
     return TORCH_DTYPES[name]
 
 
+class CheckedContext:
+    """A TensorRT execution context whose every call's return value is checked.
+
+    Remembers its optimization profile (TensorRT starts a context on profile 0) so that a profile that
+    is already selected is not selected again.
+    """
+
+    def __init__(self, context: Any) -> None:
+        if context is None:
+            raise TrtQuantError("TensorRT could not create an execution context: free GPU memory and retry.")
+        self.context = context
+        self.profile = 0
+
+    def select_profile(self, profile: int, stream: int) -> None:
+        """Switch to ``profile`` (asynchronously on ``stream``) unless it is the current one."""
+        if profile == self.profile:
+            return
+        if not self.context.set_optimization_profile_async(profile, stream):
+            raise TrtQuantError(
+                f"TensorRT refused to switch to optimization profile {profile} (its log says why): rebuild "
+                "the engine, or pass inputs within the profile in use."
+            )
+        self.profile = profile
+
+    def set_input_shapes(self, names: Sequence[str], shape: Sequence[int]) -> None:
+        """Set every input to ``shape``; InputError naming the input when TensorRT refuses it."""
+        for name in names:
+            if not self.context.set_input_shape(name, tuple(shape)):
+                raise InputError(
+                    f"TensorRT refused shape {tuple(shape)} for input '{name}' in optimization profile "
+                    f"{self.profile}: pass a shape within that profile's ranges."
+                )
+
+    def set_addresses(self, addresses: Mapping[str, int]) -> None:
+        """Bind each tensor name to its device address."""
+        for name, address in addresses.items():
+            if not self.context.set_tensor_address(name, address):
+                raise TrtQuantError(
+                    f"TensorRT refused the device buffer of tensor '{name}' (misaligned or not an engine "
+                    "tensor): rebuild the engine with 'trt-quant build'."
+                )
+
+    def execute(self, stream: int) -> None:
+        """Enqueue the engine on ``stream``."""
+        if not self.context.execute_async_v3(stream):
+            raise TrtQuantError(
+                "TensorRT failed to run the engine (its log says why): check the inputs and GPU memory."
+            )
+
+
 @dataclass
 class _Bindings:
-    """Device buffers of one input shape, and the CUDA graph of its launch once captured."""
+    """Device buffers of one input shape, the context they are bound to and its CUDA graph once captured."""
 
     inputs: dict[str, torch.Tensor]
     outputs: dict[str, torch.Tensor]
+    context: CheckedContext
     graph: Any = None  # torch.cuda.CUDAGraph once captured
+    capture_failed: bool = False
+
+    def addresses(self) -> dict[str, int]:
+        return {name: tensor.data_ptr() for name, tensor in {**self.inputs, **self.outputs}.items()}
 
 
 class TensorRTRuntime(Runtime):
@@ -95,6 +145,7 @@ class TensorRTRuntime(Runtime):
 
     ``engine_path`` runs another engine of the same model (the manifest's version record is then not
     checked); ``cuda_graphs`` captures each input shape's launch as a CUDA graph after its first run.
+    Inputs shorter than every profile's minimum length are padded and per-token outputs cut back.
     """
 
     backend = "tensorrt"
@@ -110,16 +161,16 @@ class TensorRTRuntime(Runtime):
         self._logger = self._trt.Logger(self._trt.Logger.WARNING)
         self._runtime = self._trt.Runtime(self._logger)  # both outlive the engine
         self._engine = self._deserialize()
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise TrtQuantError("TensorRT could not create an execution context: free GPU memory and retry.")
+        self.cuda_graphs = cuda_graphs
+        self._context = None if cuda_graphs else CheckedContext(self._engine.create_execution_context())
+        self._scratch: torch.Tensor | None = None  # device memory of the per-shape graph contexts
         self._inputs, self._outputs = self._io_names()
         self.dtypes = {name: torch_dtype(self._engine.get_tensor_dtype(name).name) for name in self._inputs}
         self.dtypes |= {name: torch_dtype(self._engine.get_tensor_dtype(name).name) for name in self._outputs}
         self.profiles = [self._profile(index) for index in range(self._engine.num_optimization_profiles)]
-        self.cuda_graphs = cuda_graphs
         self._stream = torch.cuda.Stream()
-        self._active_profile = 0
+        self._last_profile = 0
+        self._pad_token_id: int | None = None
         self._bindings: OrderedDict[tuple[int, ...], _Bindings] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -130,7 +181,7 @@ class TensorRTRuntime(Runtime):
         major, minor = torch.cuda.get_device_capability()
         reason = engine_mismatch(self.manifest.engine, self._trt.__version__, f"{major}.{minor}")
         if reason is not None:
-            raise ArtifactError(
+            raise EngineMismatchError(
                 f"The engine in {self.directory} cannot run here because {reason}: {self._rebuild_hint()} "
                 "on this machine."
             )
@@ -143,7 +194,7 @@ class TensorRTRuntime(Runtime):
             )
         engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
-            raise ArtifactError(
+            raise EngineMismatchError(
                 f"TensorRT {self._trt.__version__} cannot load {self.engine_path} (built by another TensorRT "
                 f"version or GPU, or corrupt): {self._rebuild_hint()}."
             )
@@ -168,57 +219,90 @@ class TensorRTRuntime(Runtime):
         return Profile((low[0], opt[0], high[0]), (low[-1], opt[-1], high[-1]))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            current = self._context.profile if self._context is not None else self._last_profile
+            outputs, plan = run_fitted(
+                self._execute, feeds, self.profiles, self.manifest.per_token, self._pad_id, current
+            )
+            self._last_profile = plan.profile
+        return outputs
+
+    def _pad_id(self) -> int:
+        """The tokenizer's padding id, used for padding up to a profile (0 without a saved tokenizer)."""
+        if self._pad_token_id is None:
+            has_tokenizer = (self.directory / TOKENIZER_DIR).is_dir()
+            self._pad_token_id = int(self.tokenizer.pad_token_id or 0) if has_tokenizer else 0
+        return self._pad_token_id
+
+    def _execute(self, feeds: dict[str, np.ndarray], profile: int) -> dict[str, np.ndarray]:
+        with torch.cuda.stream(self._stream):
+            return self._execute_on_stream(feeds, profile)
+
+    def _execute_on_stream(self, feeds: dict[str, np.ndarray], profile: int) -> dict[str, np.ndarray]:
         shape = next(iter(feeds.values())).shape
-        profile = select_profile(self.profiles, shape)
-        with self._lock, torch.cuda.stream(self._stream):
-            bindings = self._prepare(shape, profile)
-            for name, array in feeds.items():
-                bindings.inputs[name].copy_(torch.from_numpy(array))
-            self._launch(bindings)
-            return {name: bindings.outputs[name].cpu().numpy() for name in self.output_names}
+        key = (profile, *shape) if self.cuda_graphs else tuple(shape)
+        bindings = self._bindings.get(key) or self._allocate(key, shape, profile)
+        self._bindings.move_to_end(key)
+        for name, array in feeds.items():
+            bindings.inputs[name].copy_(torch.from_numpy(array))
+        self._launch(bindings, shape, profile)
+        return {name: bindings.outputs[name].cpu().numpy() for name in self.output_names}
 
-    def _prepare(self, shape: tuple[int, ...], profile: int) -> _Bindings:
-        """Select the profile, set input shapes and bind this shape's buffers (allocated on first use)."""
-        if profile != self._active_profile:
-            self._context.set_optimization_profile_async(profile, self._stream.cuda_stream)
-            self._active_profile = profile
-        for name in self._inputs:
-            self._context.set_input_shape(name, shape)
-        bindings = self._bindings.get(shape) or self._allocate(shape)
-        self._bindings.move_to_end(shape)
-        for name, tensor in {**bindings.inputs, **bindings.outputs}.items():
-            self._context.set_tensor_address(name, tensor.data_ptr())
-        return bindings
-
-    def _allocate(self, shape: tuple[int, ...]) -> _Bindings:
-        """Buffers for ``shape`` (outputs sized by the context); the least recently used shape is dropped."""
+    def _allocate(self, key: tuple[int, ...], shape: Sequence[int], profile: int) -> _Bindings:
+        """Buffers for ``shape`` (outputs sized by the context) and, with CUDA graphs, a context of its
+        own; the least recently used shape is dropped."""
         device = torch.device("cuda", torch.cuda.current_device())
+        context = self._context or self._graph_context(device)
+        context.select_profile(profile, self._stream.cuda_stream)
+        context.set_input_shapes(self._inputs, shape)
 
         def buffer(name: str, size: Sequence[int]) -> torch.Tensor:
             return torch.empty(tuple(size), dtype=self.dtypes[name], device=device)
 
         inputs = {name: buffer(name, shape) for name in self._inputs}
-        outputs = {name: buffer(name, self._context.get_tensor_shape(name)) for name in self._outputs}
-        self._bindings[shape] = _Bindings(inputs, outputs)
+        outputs = {name: buffer(name, context.context.get_tensor_shape(name)) for name in self._outputs}
+        self._bindings[key] = _Bindings(inputs, outputs, context)
         while len(self._bindings) > CACHED_SHAPES:
             self._bindings.popitem(last=False)
-        return self._bindings[shape]
+        return self._bindings[key]
 
-    def _launch(self, bindings: _Bindings) -> None:
-        """Replay the shape's CUDA graph, or execute it (then capture it, with ``cuda_graphs``)."""
+    def _graph_context(self, device: torch.device) -> CheckedContext:
+        """A context of its own for one captured shape, on the scratch memory all such contexts share."""
+        strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        context = CheckedContext(self._engine.create_execution_context(strategy))
+        if self._scratch is None:
+            size = max(int(self._engine.device_memory_size_v2), 1)
+            self._scratch = torch.empty(size, dtype=torch.uint8, device=device)
+        context.context.set_device_memory(self._scratch.data_ptr(), self._scratch.numel())
+        return context
+
+    def _launch(self, bindings: _Bindings, shape: Sequence[int], profile: int) -> None:
+        """Replay the shape's CUDA graph, or set the context up and execute (then capture, with graphs)."""
         if bindings.graph is not None:
             bindings.graph.replay()
             return
-        self._execute()
-        if self.cuda_graphs:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self._stream):
-                self._execute()
-            bindings.graph = graph
+        stream = self._stream.cuda_stream
+        bindings.context.select_profile(profile, stream)
+        bindings.context.set_input_shapes(self._inputs, shape)
+        bindings.context.set_addresses(bindings.addresses())
+        bindings.context.execute(stream)
+        if self.cuda_graphs and not bindings.capture_failed:
+            bindings.graph = self._capture(bindings.context)
+            bindings.capture_failed = bindings.graph is None
 
-    def _execute(self) -> None:
-        if not self._context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-            raise TrtQuantError("TensorRT failed to run the engine (its log says why): check the inputs.")
+    def _capture(self, context: CheckedContext) -> Any:
+        """A CUDA graph of one launch of ``context`` (its state already applied by a plain run), or None
+        with a warning when the capture fails (that shape then runs without a graph)."""
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
+                context.execute(self._stream.cuda_stream)
+        except (RuntimeError, TrtQuantError) as error:
+            warnings.warn(
+                f"CUDA graph capture failed ({error}); this shape runs without a CUDA graph.", stacklevel=2
+            )
+            return None
+        return graph
 
 
-__all__ = ["TensorRTRuntime", "engine_mismatch", "select_profile", "tensorrt_usable"]
+__all__ = ["CheckedContext", "TensorRTRuntime", "engine_mismatch", "tensorrt_usable"]

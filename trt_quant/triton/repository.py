@@ -11,10 +11,11 @@ Layout (``NAME`` defaults to the artifact's name)::
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -57,12 +58,14 @@ VNNI_NOTE = (
 
 @dataclass(frozen=True)
 class Engine:
-    """A TensorRT engine file, (max batch, max sequence) of each optimization profile, and what built it."""
+    """A TensorRT engine file, (max batch, max sequence) of each optimization profile, and what built it;
+    ``sequences``: (min, max) sequence length of each profile."""
 
     path: Path
     profiles: list[tuple[int, int]]
     tensorrt: str | None
     compute_capability: str | None
+    sequences: list[tuple[int, int]] = field(default_factory=list)
 
 
 def check_model_name(name: str) -> str:
@@ -109,7 +112,10 @@ def engine_of(artifact: Path, manifest: Manifest) -> Engine:
             "again with trt-quant so its profiles are recorded."
         )
     limits = [(int(profile["max"][0]), int(profile["max"][1])) for profile in profiles]
-    return Engine(artifact / ENGINE, limits, record.get("tensorrt"), record.get("compute_capability"))
+    sequences = [(int(profile["min"][1]), int(profile["max"][1])) for profile in profiles]
+    return Engine(
+        artifact / ENGINE, limits, record.get("tensorrt"), record.get("compute_capability"), sequences
+    )
 
 
 def cc_engines_of(
@@ -247,6 +253,8 @@ def write_tokenizer(directory: Path, plan: Plan) -> None:
     shutil.copytree(plan.artifact / TOKENIZER_DIR, directory / VERSION / "tokenizer")
     (directory / VERSION / "model.py").write_text(tokenizer_source(), encoding="utf-8")
     parameters = {"max_length": str(plan.max_length), "text_input": TEXT_INPUT, "pair_input": PAIR_INPUT}
+    if plan.engine is not None:  # short texts are padded up to a profile's minimum length
+        parameters["sequence_ranges"] = json.dumps(plan.engine.sequences[: plan.profiles])
     scheduling = replace(plan.scheduling, preferred_batch_sizes=(), kind="cpu")
     config = tokenizer_config(directory.name, plan.inputs, scheduling, parameters)
     (directory / "config.pbtxt").write_text(config, encoding="utf-8")

@@ -3,11 +3,14 @@
 Inputs: ``TEXT`` (TYPE_STRING, one text per batch row) and the optional ``TEXT_PAIR`` (second texts, e.g.
 question + context). Outputs: one tensor per output of ``config.pbtxt`` (the encoder's inputs), cast to
 the dtype declared there. Settings come from the ``parameters`` of ``config.pbtxt``: ``max_length``
-(truncation limit), ``text_input`` and ``pair_input`` (input names). The tokenizer files live in
-``1/tokenizer`` next to this file.
+(truncation limit), ``text_input`` and ``pair_input`` (input names) and, for a TensorRT engine,
+``sequence_ranges`` (JSON [[min, max], ...] sequence lengths of its optimization profiles). The tokenizer
+files live in ``1/tokenizer`` next to this file.
 
 All requests of one ``execute`` call are tokenized together (those with second texts apart from those
-without), padded to the longest sequence among them, so the encoder's dynamic batcher can merge them.
+without), padded to the longest sequence among them, so the encoder's dynamic batcher can merge them;
+when no profile holds that length, further up to the shortest profile minimum above it (attention mask
+0), so short texts fit an engine whose profiles start above 1 token.
 A request with empty or non-UTF-8 text gets an error response; the others are still answered.
 """
 
@@ -29,6 +32,7 @@ class TritonPythonModel:
         self.max_length = int(parameters["max_length"])
         self.text_input = parameters["text_input"]
         self.pair_input = parameters["pair_input"]
+        self.sequence_ranges = [tuple(pair) for pair in json.loads(parameters.get("sequence_ranges", "[]"))]
         self.outputs = [
             (output["name"], pb_utils.triton_string_to_numpy(output["data_type"]))
             for output in config["output"]
@@ -85,7 +89,12 @@ class TritonPythonModel:
         encoded = self.tokenizer(
             texts, pairs, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
         )
-        arrays = [(name, _column(encoded, name).astype(dtype)) for name, dtype in self.outputs]
+        length = padded_length(encoded["input_ids"].shape[1], self.sequence_ranges)
+        pad_id = self.tokenizer.pad_token_id or 0
+        arrays = [
+            (name, _pad(_column(encoded, name), length, pad_id if name == "input_ids" else 0).astype(dtype))
+            for name, dtype in self.outputs
+        ]
         start = 0
         for index, request_texts, _ in members:
             stop = start + len(request_texts)
@@ -115,3 +124,15 @@ def _column(encoded: dict, name: str) -> np.ndarray:
     if name in encoded:
         return encoded[name]
     return np.zeros_like(encoded["input_ids"])
+
+
+def padded_length(length: int, ranges: list[tuple[int, int]]) -> int:
+    """``length``, or the smallest profile minimum above it when no (min, max) range holds it."""
+    if not ranges or any(low <= length <= high for low, high in ranges):
+        return length
+    return min((low for low, _ in ranges if low > length), default=length)
+
+
+def _pad(array: np.ndarray, length: int, value: int) -> np.ndarray:
+    """``array`` (batch, sequence) padded on the right to ``length`` columns of ``value``."""
+    return np.pad(array, ((0, 0), (0, length - array.shape[1])), constant_values=value)
