@@ -153,6 +153,9 @@ class _HalfConversion:
         for node in self.nodes:
             if node.op_type == "DequantizeLinear":
                 self.clear_zero_channel_scales(node)
+        for node in list(self.nodes):
+            if node.op_type in ("MatMul", "Gemm"):
+                self.shift_tiny_weight_scales(node)
         self.clamp_tiny_scales()
         kept = self.fp32_nodes()
         fp32_values = {value.name for value in self.graph.input if self.is_float(value.name)}
@@ -237,6 +240,50 @@ class _HalfConversion:
             scales[zero] = 1.0
             scale.CopyFrom(numpy_helper.from_array(scales, scale.name))
 
+    def shift_tiny_weight_scales(self, gemm: onnx.NodeProto) -> None:
+        """Multiply a quantized GEMM's weight scales by 2^k when the smallest is below the half type's
+        smallest normal value, and its input's Q/DQ scale by 2^-k, behind a Mul by 2^-k (exact).
+
+        Q(x * 2^-k, s * 2^-k) gives the integers Q(x, s) gives, and (s * 2^-k)(w * 2^k) = s * w, so no
+        weight loses precision (SmoothQuant can make a whole layer's weight scales tiny). Left to
+        :meth:`clamp_tiny_scales` when the input has no Q/DQ pair of its own or the shifted scale would
+        itself be tiny.
+        """
+        weight_dq, input_dq = (self.producer.get(name) for name in gemm.input[1::-1])
+        if weight_dq is None or input_dq is None or input_dq.op_type != "DequantizeLinear":
+            return
+        quantize = self.producer.get(input_dq.input[0])
+        scales = self.constant(weight_dq.input[1]) if weight_dq.op_type == "DequantizeLinear" else None
+        if quantize is None or quantize.op_type != "QuantizeLinear" or scales is None:
+            return
+        data, input_scale = self.constant(weight_dq.input[0]), self.constant(quantize.input[1])
+        values = numpy_helper.to_array(scales).astype(np.float32)
+        info = ml_dtypes.finfo(NUMPY_TYPES[self.half])
+        positive = values[values > 0]
+        single = len(self.consumers[quantize.output[0]]) == 1 and len(self.consumers[input_dq.output[0]]) == 1
+        if data is None or input_scale is None or not positive.size or not single:
+            return
+        if positive.min() >= float(info.smallest_normal) or not self.is_float(quantize.input[0]):
+            return
+        shift = 2.0 ** int(np.ceil(np.log2(float(info.smallest_normal) / positive.min())))
+        activation = numpy_helper.to_array(input_scale).astype(np.float32) / np.float32(shift)
+        if activation.min() < float(info.smallest_normal) or values.max() * shift > float(info.max):
+            return
+        self.set_input(weight_dq, 1, self.add_initializer(f"{weight_dq.input[1]}/shifted", values * shift))
+        shifted_scale = self.add_initializer(f"{quantize.input[1]}/shifted", activation)
+        self.set_input(quantize, 1, shifted_scale)
+        self.set_input(input_dq, 1, shifted_scale)
+        factor = self.add_initializer(f"{quantize.input[0]}/shift", np.array(1.0 / shift, np.float32))
+        shifted = self.unique_name(f"{quantize.input[0]}/shifted")
+        multiply = helper.make_node(
+            "Mul", [quantize.input[0], factor], [shifted], name=f"{quantize.name or shifted}/Mul_shift"
+        )
+        for name in multiply.input:
+            self.consumers[name].append(multiply)
+        self.producer[shifted], self.types[shifted] = multiply, _FLOAT
+        self.nodes.insert(self.nodes.index(quantize), multiply)
+        self.set_input(quantize, 0, shifted)
+
     def clamp_tiny_scales(self) -> None:
         """Raise Q/DQ scales below the half type's smallest normal value to it (see :func:`clamped_scales`).
 
@@ -269,14 +316,19 @@ class _HalfConversion:
 
     def add_initializer(self, name: str, values: np.ndarray) -> str:
         """Add ``values`` as a new initializer named ``name`` (made unique); return its name."""
-        unique, count = name, 0
-        while unique in self.initializers or unique in self.producer:
-            count += 1
-            unique = f"{name}_{count}"
+        unique = self.unique_name(name)
         tensor = numpy_helper.from_array(values, unique)
         self.graph.initializer.append(tensor)
         self.initializers[unique] = self.graph.initializer[-1]
         self.types[unique] = tensor.data_type
+        return unique
+
+    def unique_name(self, name: str) -> str:
+        """``name``, or ``name_N`` when a value of that name exists."""
+        unique, count = name, 0
+        while unique in self.initializers or unique in self.producer or unique in self.types:
+            count += 1
+            unique = f"{name}_{count}"
         return unique
 
     def set_input(self, node: onnx.NodeProto, slot: int, name: str) -> None:
