@@ -210,11 +210,12 @@ def test_requantize_rounds_half_to_even_per_channel_and_saturates() -> None:
     )
 
 
-def small_graph(weight_scales: np.ndarray) -> onnx.ModelProto:
+def small_graph(weight_scales: np.ndarray, quantize_input: bool = True) -> onnx.ModelProto:
     """ids -> embedding -> Q/DQ -> MatMul(DQ INT8 weight) -> Softmax -> logits; ids -> Log -> int bucket.
 
     The last weight column is all zeros (its scale is irrelevant); the bucket path is float arithmetic
-    whose result becomes an integer, so it must stay FP32.
+    whose result becomes an integer, so it must stay FP32. Without ``quantize_input`` the MatMul reads
+    the embedding directly.
     """
     rng = np.random.default_rng(1)
     weight = rng.integers(-127, 128, (4, 3)).astype(np.int8)
@@ -233,13 +234,15 @@ def small_graph(weight_scales: np.ndarray) -> onnx.ModelProto:
         helper.make_node("QuantizeLinear", ["embedded", "act_scale", "zero"], ["q"]),
         helper.make_node("DequantizeLinear", ["q", "act_scale", "zero"], ["dq"]),
         helper.make_node("DequantizeLinear", ["weight", "weight_scale", "weight_zero"], ["w"], axis=1),
-        helper.make_node("MatMul", ["dq", "w"], ["scores"]),
+        helper.make_node("MatMul", ["dq" if quantize_input else "embedded", "w"], ["scores"]),
         helper.make_node("Softmax", ["scores"], ["logits"], axis=-1),
         helper.make_node("Cast", ["ids"], ["ids_float"], to=TensorProto.FLOAT),
         helper.make_node("Add", ["ids_float", "base"], ["shifted"]),
         helper.make_node("Log", ["shifted"], ["log"]),
         helper.make_node("Cast", ["log"], ["bucket"], to=TensorProto.INT64),
     ]
+    if not quantize_input:
+        nodes = [node for node in nodes if "q" not in node.output and "dq" not in node.output]
     graph = helper.make_graph(
         nodes, "small", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 2])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2, 3]),
@@ -264,8 +267,31 @@ def test_small_graph_conversion() -> None:
     np.testing.assert_allclose(converted_out[0], reference[0], atol=2e-3)
 
 
+def test_tiny_weight_scales_shift_a_power_of_two_into_the_input_scale() -> None:
+    model = small_graph(np.array([0.01, 1e-6, 0.02]))  # 1e-6: clamping would leave 2 of 127 levels
+    converted = convert_float_precision(model, "fp16")
+    onnx.checker.check_model(converted, full_check=True)
+    assert not [finding for finding in check_model(converted) if finding.severity == "error"]
+    by_output = {name: node for node in converted.graph.node for name in node.output}
+    dequantize, quantize = by_output["w"], by_output["q"]
+    assert dequantize.input[0] == "weight"  # the INT8 weights are untouched
+    tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in converted.graph.initializer}
+    shift = np.float32(64)  # 2^6: 1e-6 * 64 = 6.4e-5 is the first normal FP16 value above 1e-6 * 2^k
+    expected = (np.array([0.01, 1e-6, 1.0], np.float32) * shift).astype(np.float16)  # column 2: zeros
+    np.testing.assert_array_equal(tensors[dequantize.input[1]], expected)
+    assert quantize.input[1] == by_output["dq"].input[1]
+    assert tensors[quantize.input[1]] == np.float16(np.float32(0.02) / shift)
+    multiply = by_output[quantize.input[0]]
+    assert multiply.op_type == "Mul" and multiply.input[0] == "embedded"
+    assert tensors[multiply.input[1]] == np.float16(1 / 64)
+    types = value_types(converted)
+    assert types["w"] == types["scores"] == TensorProto.FLOAT16
+    feeds = {"ids": np.array([[2, 3], [7, 1]], np.int64)}
+    np.testing.assert_allclose(run_ort(converted, feeds)[0], run_ort(model, feeds)[0], atol=2e-3)
+
+
 def test_tiny_weight_scale_is_clamped_and_its_channel_requantized() -> None:
-    model = small_graph(np.array([0.01, 3e-5, 0.02]))  # 3e-5 is an FP16 subnormal
+    model = small_graph(np.array([0.01, 3e-5, 0.02]), quantize_input=False)  # 3e-5 is an FP16 subnormal
     converted = convert_float_precision(model, "fp16")
     onnx.checker.check_model(converted, full_check=True)
     types = value_types(converted)
