@@ -358,6 +358,133 @@ def test_dq_is_found_through_reshape_and_float_matmul_is_fine() -> None:
     assert "input A has a DequantizeLinear but input B does not" in finding.message
 
 
+# --- dq-cast ----------------------------------------------------------------------------------------------
+
+
+def fp16_linear_with_cast() -> onnx.ModelProto:
+    """An FP16 linear layer whose weight DequantizeLinear kept an FP32 scale, so a Cast sits before the
+    MatMul (what precision.py wrote for scales FP16 could not hold before they were clamped)."""
+    nodes, inits, w = weight_dq("fc", (4, 3), 1)  # FP32 scale: FP32 output
+    nodes += [
+        helper.make_node("QuantizeLinear", ["x", "in_scale", "in_zp"], ["xq"], name="in/Q"),
+        helper.make_node("DequantizeLinear", ["xq", "in_scale", "in_zp"], ["xdq"], name="in/DQ"),
+        helper.make_node("Cast", [w], ["w16"], name="fc/Cast", to=TensorProto.FLOAT16),
+        helper.make_node("MatMul", ["xdq", "w16"], ["y"], name="fc/MatMul"),
+    ]
+    inits += [init("in_scale", 0.05, np.float16), init("in_zp", 0, np.int8)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 3])
+    return make_model(nodes, inits, [x], [y], opset=19)
+
+
+def test_cast_between_dequantize_and_matmul_is_an_error() -> None:
+    model = fp16_linear_with_cast()
+    onnx.checker.check_model(model, full_check=True)
+    (finding,) = check_model(model)
+    assert ids([finding]) == [("dq-cast", "fc/MatMul")]
+    assert finding.severity == "error"
+    assert finding.message == (
+        "MatMul 'fc/MatMul' reads DequantizeLinear 'fc/DQ' on input B through Cast 'fc/Cast', so TensorRT "
+        "cannot fuse them into a quantized GEMM and computes in float; give the DequantizeLinear a scale of "
+        "the type the MatMul computes in (trt-quant build --onnx-only writes such a graph)."
+    )
+
+
+def test_dequantize_with_the_matmul_type_needs_no_cast() -> None:
+    model = fp16_linear_with_cast()
+    node(model, "fc/MatMul").input[1] = "fc_wdq"
+    model.graph.node.remove(node(model, "fc/Cast"))
+    scale = next(t for t in model.graph.initializer if t.name == "fc_scale")
+    scale.CopyFrom(init("fc_scale", np.full(3, 0.01), np.float16))
+    onnx.checker.check_model(model, full_check=True)
+    assert check_model(model) == []
+
+
+def test_cast_through_a_transpose_is_found_and_a_float_cast_without_dq_is_fine() -> None:
+    model = clean_model()
+    fc3 = node(model, "fc3/MatMul")
+    model.graph.node.insert(
+        list(model.graph.node).index(fc3),
+        helper.make_node("Cast", ["fc3_wdq"], ["fc3_cast"], name="fc3/Cast", to=TensorProto.FLOAT),
+    )
+    node(model, "fc3/Transpose").input[0] = "fc3_cast"
+    findings = check_model(model)
+    assert ids(findings) == [("dq-cast", "fc3/MatMul")]
+    assert "through Cast 'fc3/Cast'" in findings[0].message
+
+
+# --- control flow -------------------------------------------------------------------------------------------
+
+
+def branch(name: str, rank: int) -> onnx.GraphProto:
+    """A subgraph returning a constant of ``rank`` dimensions."""
+    shape = [2] * rank
+    value = helper.make_node(
+        "Constant", [], [f"{name}_out"], value=init(f"{name}_v", np.ones(shape, np.float32))
+    )
+    output = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, shape)
+    return helper.make_graph([value], name, [], [output])
+
+
+def if_model(then_rank: int, else_rank: int) -> onnx.ModelProto:
+    """The shape of DeBERTa's scripted build_rpos: an If on a run-time condition."""
+    nodes = [
+        helper.make_node("Equal", ["a", "b"], ["same"], name="compare"),
+        helper.make_node(
+            "If",
+            ["same"],
+            ["rel_pos"],
+            name="build_rpos/If",
+            then_branch=branch("then", then_rank),
+            else_branch=branch("else", else_rank),
+        ),
+    ]
+    a = helper.make_tensor_value_info("a", TensorProto.INT64, [])
+    b = helper.make_tensor_value_info("b", TensorProto.INT64, [])
+    out = helper.make_tensor_value_info("rel_pos", TensorProto.FLOAT, [f"d{i}" for i in range(then_rank)])
+    return make_model(nodes, [], [a, b], [out])
+
+
+def test_if_with_branches_of_different_ranks_is_an_error() -> None:
+    model = if_model(3, 4)
+    onnx.checker.check_model(model)
+    findings = check_model(model)
+    assert ids(findings) == [("if-rank", "build_rpos/If"), ("control-flow", "build_rpos/If")]
+    assert [f.severity for f in findings] == ["error", "warning"]
+    assert findings[0].message == (
+        "If 'build_rpos/If' returns a rank-3 tensor from then_branch and a rank-4 tensor from else_branch "
+        "(output 0); TensorRT needs equal ranks unless the condition is a build-time constant, so re-export "
+        "without the If (trt-quant's DeBERTa recipe removes the one of build_rpos)."
+    )
+
+
+def test_if_with_equal_ranks_is_only_reported() -> None:
+    (finding,) = check_model(if_model(4, 4))
+    assert ids([finding]) == [("control-flow", "build_rpos/If")]
+    assert finding.severity == "warning"
+    assert finding.message.startswith("If 'build_rpos/If' is data-dependent control flow;")
+
+
+def test_loop_is_reported() -> None:
+    body_in = [
+        helper.make_tensor_value_info("i", TensorProto.INT64, []),
+        helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+    ]
+    body_out = [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, [])]
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body", body_in, body_out
+    )
+    loop = helper.make_node("Loop", ["trips", ""], [], name="a/Loop", body=body)
+    trips = helper.make_tensor_value_info("trips", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("trips_out", TensorProto.INT64, [])
+    model = make_model(
+        [loop, helper.make_node("Identity", ["trips"], ["trips_out"], name="id")], [], [trips], [y]
+    )
+    (finding,) = check_model(model)
+    assert ids([finding]) == [("control-flow", "a/Loop")]
+    assert finding.message.startswith("Loop 'a/Loop' is data-dependent control flow;")
+
+
 # --- mask-cast --------------------------------------------------------------------------------------------
 
 

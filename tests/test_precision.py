@@ -20,9 +20,10 @@ from trt_quant.check import check_model
 from trt_quant.errors import TrtQuantError
 from trt_quant.precision import (
     MIN_OPSET,
+    clamped_scales,
     convert_float_precision,
     default_opset,
-    representable,
+    requantize,
     to_half_array,
 )
 
@@ -99,14 +100,29 @@ def test_qdq_stays_int8_with_fp16_scales(
     assert {types[name] for node in matmuls for name in node.input} == {TensorProto.FLOAT16}
 
 
-@pytest.mark.parametrize("kind", ["int8", "float"])
-def test_fragile_ops_compute_in_fp32(fp16: dict[str, onnx.ModelProto], kind: str) -> None:
-    model = fp16[kind]
+def fragile_types(model: onnx.ModelProto) -> set[int]:
+    """Element types of every input and output of the LayerNormalization and Softmax nodes."""
     types = value_types(model)
     fragile = [node for node in model.graph.node if node.op_type in ("LayerNormalization", "Softmax")]
     assert fragile
-    tensors = {name for node in fragile for name in [*node.input, *node.output] if name}
-    assert {types[name] for name in tensors} == {TensorProto.FLOAT}
+    return {types[name] for node in fragile for name in [*node.input, *node.output] if name}
+
+
+@pytest.mark.parametrize("kind", ["int8", "float"])
+def test_layernorm_and_softmax_run_in_fp16_by_default(fp16: dict[str, onnx.ModelProto], kind: str) -> None:
+    assert fragile_types(fp16[kind]) == {TensorProto.FLOAT16}
+
+
+@pytest.mark.parametrize("kind", ["int8", "float"])
+def test_fp32_islands_keep_layernorm_and_softmax_in_fp32(
+    graphs: dict[str, onnx.ModelProto], kind: str
+) -> None:
+    model = convert_float_precision(graphs[kind], "fp16", fp32_islands=True)
+    onnx.checker.check_model(model, full_check=True)
+    assert fragile_types(model) == {TensorProto.FLOAT}
+    feeds = token_feeds(model, 2, 12)
+    (reference,), (converted,) = run_ort(graphs[kind], feeds), run_ort(model, feeds)
+    assert np.abs(converted - reference).max() <= FP16_TOLERANCE * np.ptp(reference)
 
 
 @pytest.mark.parametrize("kind", ["int8", "float"])
@@ -174,22 +190,32 @@ def test_constants_are_clipped_and_never_flushed_to_zero() -> None:
     assert np.isfinite(bf16).all() and bf16[1] > 0
 
 
-@pytest.mark.parametrize(
-    ("value", "fp16_ok", "bf16_ok"),
-    [(0.01, True, True), (6.1e-5, True, True), (3e-5, True, True), (1e-6, False, True), (1e5, False, True),
-     (0.0, False, False)],
-)  # fmt: skip
-def test_representable_scales(value: float, fp16_ok: bool, bf16_ok: bool) -> None:
-    values = np.array([value], np.float32)
-    assert representable(values, TensorProto.FLOAT16) is fp16_ok
-    assert representable(values, TensorProto.BFLOAT16) is bf16_ok
+FP16_SMALLEST_NORMAL = np.float32(2.0**-14)  # 6.1e-5
 
 
-def small_graph(weight_scales: np.ndarray) -> onnx.ModelProto:
+def test_scales_below_the_smallest_normal_are_raised_to_it() -> None:
+    scales = np.array([0.01, 6.2e-5, 3e-5, 1e-9, 0.0], np.float32)
+    expected = np.array([0.01, 6.2e-5, FP16_SMALLEST_NORMAL, FP16_SMALLEST_NORMAL, 0.0], np.float32)
+    np.testing.assert_array_equal(clamped_scales(scales, TensorProto.FLOAT16), expected)
+    np.testing.assert_array_equal(clamped_scales(scales[:4], TensorProto.BFLOAT16), scales[:4])
+
+
+def test_requantize_rounds_half_to_even_per_channel_and_saturates() -> None:
+    values = np.array([[127, -128, 5], [3, 1, -7]], np.int8)
+    ratio = np.array([0.5, 1.0, 3.0])  # per column (axis 1)
+    expected = np.array([[64, -128, 15], [2, 1, -21]], np.int8)  # 63.5 -> 64, 1.5 -> 2
+    np.testing.assert_array_equal(requantize(values, ratio, np.zeros(3, np.int8), axis=1), expected)
+    np.testing.assert_array_equal(
+        requantize(np.array([100, -100], np.int8), np.array([2.0]), np.zeros(1, np.int8), 0), [127, -128]
+    )
+
+
+def small_graph(weight_scales: np.ndarray, quantize_input: bool = True) -> onnx.ModelProto:
     """ids -> embedding -> Q/DQ -> MatMul(DQ INT8 weight) -> Softmax -> logits; ids -> Log -> int bucket.
 
     The last weight column is all zeros (its scale is irrelevant); the bucket path is float arithmetic
-    whose result becomes an integer, so it must stay FP32.
+    whose result becomes an integer, so it must stay FP32. Without ``quantize_input`` the MatMul reads
+    the embedding directly.
     """
     rng = np.random.default_rng(1)
     weight = rng.integers(-127, 128, (4, 3)).astype(np.int8)
@@ -208,13 +234,15 @@ def small_graph(weight_scales: np.ndarray) -> onnx.ModelProto:
         helper.make_node("QuantizeLinear", ["embedded", "act_scale", "zero"], ["q"]),
         helper.make_node("DequantizeLinear", ["q", "act_scale", "zero"], ["dq"]),
         helper.make_node("DequantizeLinear", ["weight", "weight_scale", "weight_zero"], ["w"], axis=1),
-        helper.make_node("MatMul", ["dq", "w"], ["scores"]),
+        helper.make_node("MatMul", ["dq" if quantize_input else "embedded", "w"], ["scores"]),
         helper.make_node("Softmax", ["scores"], ["logits"], axis=-1),
         helper.make_node("Cast", ["ids"], ["ids_float"], to=TensorProto.FLOAT),
         helper.make_node("Add", ["ids_float", "base"], ["shifted"]),
         helper.make_node("Log", ["shifted"], ["log"]),
         helper.make_node("Cast", ["log"], ["bucket"], to=TensorProto.INT64),
     ]
+    if not quantize_input:
+        nodes = [node for node in nodes if "q" not in node.output and "dq" not in node.output]
     graph = helper.make_graph(
         nodes, "small", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 2])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2, 3]),
@@ -239,12 +267,87 @@ def test_small_graph_conversion() -> None:
     np.testing.assert_allclose(converted_out[0], reference[0], atol=2e-3)
 
 
-def test_unrepresentable_scale_keeps_its_dequantize_in_fp32() -> None:
-    model = small_graph(np.array([0.01, 1e-7, 0.02]))  # 1e-7 is below FP16's precise range
+def test_tiny_weight_scales_shift_a_power_of_two_into_the_input_scale() -> None:
+    model = small_graph(np.array([0.01, 1e-6, 0.02]))  # 1e-6: clamping would leave 2 of 127 levels
+    converted = convert_float_precision(model, "fp16")
+    onnx.checker.check_model(converted, full_check=True)
+    assert not [finding for finding in check_model(converted) if finding.severity == "error"]
+    by_output = {name: node for node in converted.graph.node for name in node.output}
+    dequantize, quantize = by_output["w"], by_output["q"]
+    assert dequantize.input[0] == "weight"  # the INT8 weights are untouched
+    tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in converted.graph.initializer}
+    shift = np.float32(64)  # 2^6: 1e-6 * 64 = 6.4e-5 is the first normal FP16 value above 1e-6 * 2^k
+    expected = (np.array([0.01, 1e-6, 1.0], np.float32) * shift).astype(np.float16)  # column 2: zeros
+    np.testing.assert_array_equal(tensors[dequantize.input[1]], expected)
+    assert quantize.input[1] == by_output["dq"].input[1]
+    assert tensors[quantize.input[1]] == np.float16(np.float32(0.02) / shift)
+    multiply = by_output[quantize.input[0]]
+    assert multiply.op_type == "Mul" and multiply.input[0] == "embedded"
+    assert tensors[multiply.input[1]] == np.float16(1 / 64)
+    types = value_types(converted)
+    assert types["w"] == types["scores"] == TensorProto.FLOAT16
+    feeds = {"ids": np.array([[2, 3], [7, 1]], np.int64)}
+    np.testing.assert_allclose(run_ort(converted, feeds)[0], run_ort(model, feeds)[0], atol=2e-3)
+
+
+def test_tiny_weight_scale_is_clamped_and_its_channel_requantized() -> None:
+    model = small_graph(np.array([0.01, 3e-5, 0.02]), quantize_input=False)  # 3e-5 is an FP16 subnormal
     converted = convert_float_precision(model, "fp16")
     onnx.checker.check_model(converted, full_check=True)
     types = value_types(converted)
-    assert types["weight_scale"] == types["w"] == TensorProto.FLOAT
-    assert types["act_scale"] == types["scores"] == TensorProto.FLOAT16
+    assert types["w"] == types["scores"] == TensorProto.FLOAT16  # no FP32 Q/DQ, no Cast before the MatMul
+    assert not [finding for finding in check_model(converted) if finding.severity == "error"]
+    (dequantize,) = [n for n in converted.graph.node if n.output[0] == "w"]
+    assert dequantize.input[0] != "weight"  # a requantized copy; the original is not edited in place
+    tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in converted.graph.initializer}
+    original = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "weight"))
+    weights, scales = tensors[dequantize.input[0]], tensors[dequantize.input[1]]
+    np.testing.assert_array_equal(scales, np.array([0.01, FP16_SMALLEST_NORMAL, 1.0], np.float16))  # 2: zeros
+    np.testing.assert_array_equal(weights[:, [0, 2]], original[:, [0, 2]])
+    ratio = np.float64(np.float32(3e-5)) / np.float64(FP16_SMALLEST_NORMAL)
+    np.testing.assert_array_equal(weights[:, 1], np.rint(original[:, 1] * ratio).astype(np.int8))
     feeds = {"ids": np.array([[2, 3]], np.int64)}
     np.testing.assert_allclose(run_ort(converted, feeds)[0], run_ort(model, feeds)[0], atol=2e-3)
+
+
+def softmax_quantized_graph() -> onnx.ModelProto:
+    """x -> Softmax -> Q/DQ -> MatMul with an INT8 weight: attention probabilities quantized for P.V."""
+    rng = np.random.default_rng(2)
+    initializers = [
+        numpy_helper.from_array(np.array(1 / 127, np.float32), "probs_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "zero"),
+        numpy_helper.from_array(rng.integers(-127, 128, (4, 3)).astype(np.int8), "v"),
+        numpy_helper.from_array(np.full(3, 0.01, np.float32), "v_scale"),
+        numpy_helper.from_array(np.zeros(3, np.int8), "v_zero"),
+    ]
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["probs"], axis=-1),
+        helper.make_node("QuantizeLinear", ["probs", "probs_scale", "zero"], ["probs_q"]),
+        helper.make_node("DequantizeLinear", ["probs_q", "probs_scale", "zero"], ["probs_dq"]),
+        helper.make_node("DequantizeLinear", ["v", "v_scale", "v_zero"], ["v_dq"], axis=1),
+        helper.make_node("MatMul", ["probs_dq", "v_dq"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "probs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], initializers,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+
+
+@pytest.mark.parametrize("fp32_islands", [False, True])
+def test_quantize_follows_softmax_directly(fp32_islands: bool) -> None:
+    model = softmax_quantized_graph()
+    converted = convert_float_precision(model, "fp16", fp32_islands)
+    onnx.checker.check_model(converted, full_check=True)
+    producer = {name: node for node in converted.graph.node for name in node.output}
+    (quantize,) = [node for node in converted.graph.node if node.op_type == "QuantizeLinear"]
+    (dequantize,) = [node for node in converted.graph.node if node.output[0] == "probs_dq"]
+    assert producer[quantize.input[0]].op_type == "Softmax"  # no Cast between them
+    types = value_types(converted)
+    softmax_type = TensorProto.FLOAT if fp32_islands else TensorProto.FLOAT16
+    assert types["probs"] == types[quantize.input[1]] == softmax_type
+    assert types[dequantize.input[1]] == types["probs_dq"] == TensorProto.FLOAT16
+    tensors = {tensor.name: numpy_helper.to_array(tensor) for tensor in converted.graph.initializer}
+    assert float(tensors[quantize.input[1]]) == float(tensors[dequantize.input[1]])  # one scale value
+    x = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(converted, {"x": x})[0], run_ort(model, {"x": x})[0], atol=2e-2)

@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 FLOAT_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8.onnx"
+TRT_ONNX = "model_trt.onnx"  # the TensorRT-ready graph an engine build parses
 ENGINE = "model.plan"
 TOKENIZER_DIR = "tokenizer"
 MODEL_CONFIG = "config.json"
@@ -59,6 +60,8 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     engine: dict[str, Any] | None = None
+    tensorrt_onnx: dict[str, Any] | None = None
+    """How ``model_trt.onnx`` was written (precision, rewrites, sha256), or None before it is."""
     format_version: int = FORMAT_VERSION
     vocab_size: int = 0
     """Size of the token-id vocabulary (0: not recorded by the trt-quant that wrote the artifact)."""
@@ -112,6 +115,18 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
     temporary = directory / f".{MANIFEST}.{uuid.uuid4().hex}"
     temporary.write_text(manifest.to_json(), encoding="utf-8")
     os.replace(temporary, directory / MANIFEST)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden temporary file renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}"
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def check_output_dir(output: Path, overwrite: bool) -> None:

@@ -300,12 +300,12 @@ def _opset(index: _GraphIndex) -> Iterator[Finding]:
 
 
 def _reaches_dq(index: _GraphIndex, tensor: str) -> bool:
-    """Whether ``tensor`` comes from a DequantizeLinear, directly or through Transpose/Reshape."""
+    """Whether ``tensor`` comes from a DequantizeLinear, directly or through Transpose/Reshape/Cast."""
     seen: set[str] = set()
     while tensor not in seen:
         seen.add(tensor)
         producer = index.producer.get(tensor)
-        if producer is None or producer.op_type not in ("DequantizeLinear", "Transpose", "Reshape"):
+        if producer is None or producer.op_type not in ("DequantizeLinear", "Transpose", "Reshape", "Cast"):
             return False
         if producer.op_type == "DequantizeLinear":
             return True
@@ -328,6 +328,84 @@ def _matmul_dq(index: _GraphIndex) -> Iterator[Finding]:
                 f" pair on input {lacks} or remove the one on input {has}."
             )
             yield Finding("matmul-dq", "warning", name, message)
+
+
+_SHAPE_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten")
+
+
+def _cast_before_gemm(index: _GraphIndex, tensor: str) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+    """(first Cast, DequantizeLinear) when ``tensor`` comes from a DequantizeLinear through a Cast (and
+    shape-only ops), else None."""
+    cast = None
+    seen: set[str] = set()
+    while tensor not in seen:
+        seen.add(tensor)
+        producer = index.producer.get(tensor)
+        if producer is None:
+            return None
+        if producer.op_type == "DequantizeLinear":
+            return (cast, producer) if cast is not None else None
+        if producer.op_type == "Cast":
+            cast = producer
+        elif producer.op_type not in _SHAPE_OPS:
+            return None
+        tensor = producer.input[0]
+    return None
+
+
+def _dq_cast(index: _GraphIndex) -> Iterator[Finding]:
+    """A quantized MatMul/Gemm reads its DequantizeLinear outputs without a Cast between them."""
+    for node in index.graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        for slot, tensor in zip("AB", node.input[:2], strict=False):
+            found = _cast_before_gemm(index, tensor)
+            if found is None:
+                continue
+            cast, dequantize = found
+            name = _node_name(node)
+            message = (
+                f"{node.op_type} '{name}' reads DequantizeLinear '{_node_name(dequantize)}' on input {slot} "
+                f"through Cast '{_node_name(cast)}', so TensorRT cannot fuse them into a quantized GEMM and "
+                "computes in float; give the DequantizeLinear a scale of the type the MatMul computes in "
+                "(trt-quant build --onnx-only writes such a graph)."
+            )
+            yield Finding("dq-cast", "error", name, message)
+
+
+def _rank(value: onnx.ValueInfoProto) -> int | None:
+    tensor_type = value.type.tensor_type
+    return (
+        len(tensor_type.shape.dim)
+        if value.type.HasField("tensor_type") and tensor_type.HasField("shape")
+        else None
+    )
+
+
+def _control_flow(index: _GraphIndex) -> Iterator[Finding]:
+    """Every If/Loop/Scan is reported; an If whose branches return tensors of different ranks is an error."""
+    for node in index.graph.node:
+        if node.op_type not in ("If", "Loop", "Scan") or node.domain not in _DEFAULT_DOMAINS:
+            continue
+        name = _node_name(node)
+        branches = {attr.name: attr.g for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH}
+        if node.op_type == "If" and {"then_branch", "else_branch"} <= set(branches):
+            pairs = zip(branches["then_branch"].output, branches["else_branch"].output, strict=False)
+            for position, (then_value, else_value) in enumerate(pairs):
+                ranks = _rank(then_value), _rank(else_value)
+                if None not in ranks and ranks[0] != ranks[1]:
+                    message = (
+                        f"If '{name}' returns a rank-{ranks[0]} tensor from then_branch and a rank-{ranks[1]} "
+                        f"tensor from else_branch (output {position}); TensorRT needs equal ranks unless the "
+                        "condition is a build-time constant, so re-export without the If (trt-quant's DeBERTa "
+                        "recipe removes the one of build_rpos)."
+                    )
+                    yield Finding("if-rank", "error", name, message)
+        message = (
+            f"{node.op_type} '{name}' is data-dependent control flow; TensorRT builds it as a conditional or "
+            "loop layer, which no fusion crosses; re-export without it where the condition is known."
+        )
+        yield Finding("control-flow", "warning", name, message)
 
 
 def _mask_cast(index: _GraphIndex) -> Iterator[Finding]:
@@ -387,7 +465,9 @@ _RULES: tuple[Callable[[_GraphIndex], Iterator[Finding]], ...] = (
     _scale,
     _per_channel_axis,
     _matmul_dq,
+    _dq_cast,
     _mask_cast,
+    _control_flow,
 )
 
 

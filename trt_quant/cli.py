@@ -114,11 +114,26 @@ def build(
         Path | None, typer.Option(help="Timing cache file, reused across builds.")
     ] = None,
     verify: Annotated[bool, typer.Option(help="Verify artifact checksums first.")] = True,
+    onnx_only: Annotated[
+        bool,
+        typer.Option(help="Only write model_trt.onnx, the graph the engine build parses (no GPU needed)."),
+    ] = False,
+    fp32_islands: Annotated[
+        bool, typer.Option(help="Keep LayerNorm and Softmax in FP32 (FP16/BF16 by default).")
+    ] = False,
 ) -> None:
-    """Build a strongly typed TensorRT engine from the artifact's INT8 ONNX (needs an NVIDIA GPU)."""
+    """Build a strongly typed TensorRT engine from the artifact's TensorRT-ready graph (needs an NVIDIA GPU)."""
     from .artifacts import load_manifest
     from .engine import BuildConfig, build_engine, default_profiles, parse_profiles
 
+    if onnx_only:
+        from .trt_onnx import write_tensorrt_onnx
+
+        record = write_tensorrt_onnx(artifact, precision, fp32_islands, verify=verify)
+        console.print(
+            f"wrote {artifact / record['file']} ({record['precision']}, sha256 {record['sha256'][:12]})"
+        )
+        return
     manifest = load_manifest(artifact, verify=verify)
     longest = manifest.max_length
     profiles = parse_profiles(batch, seq, longest) if seq else default_profiles(longest, batch)
@@ -128,6 +143,7 @@ def build(
         workspace_mib=workspace,
         optimization_level=optimization_level,
         timing_cache=timing_cache,
+        fp32_islands=fp32_islands,
     )
     console.print(reports.engine_summary(build_engine(artifact, config, verify=False)))
 

@@ -1,8 +1,10 @@
 """TensorRT engine build: strongly typed network, optimization profiles, timing cache, layer report.
 
-TensorRT 10 and 11 share one path here. The float part of the INT8 graph is converted to FP16 (or BF16)
-first (:mod:`trt_quant.precision`), because a strongly typed network takes every tensor's type from the
-ONNX graph; TensorRT 11 has no INT8/FP16 builder flags and no calibrators. ``tensorrt`` is imported only
+TensorRT 10 and 11 share one path here. The INT8 graph is made TensorRT-ready first
+(:mod:`trt_quant.trt_graph`: float part in FP16 or BF16, attention scale on the query, embedding tables
+as constants), because a strongly typed network takes every tensor's type from the ONNX graph; TensorRT
+11 has no INT8/FP16 builder flags and no calibrators. The engine is built from exactly the bytes written
+to ``model_trt.onnx``. ``tensorrt`` is imported only
 inside the functions that talk to it, so profile parsing and validation work on any machine.
 """
 
@@ -22,9 +24,11 @@ from typing import Any
 import onnx
 from tqdm.auto import tqdm
 
-from .artifacts import ENGINE, INT8_ONNX, load_manifest, write_manifest
+from .artifacts import ENGINE, TRT_ONNX, load_manifest, write_manifest
 from .errors import GpuUnavailableError, TrtQuantError
-from .precision import PRECISIONS, convert_float_precision
+from .precision import PRECISIONS
+from .trt_graph import tensorrt_graph
+from .trt_onnx import prepare_tensorrt_onnx, store_tensorrt_onnx
 
 LAYERS_REPORT = "engine_layers.json"
 DEFAULT_BATCH = "1,8,32"
@@ -115,7 +119,8 @@ class BuildConfig:
     ``precision`` is the type of the non-quantized float part (fp16, bf16 or fp32); ``profiles`` empty
     means :func:`default_profiles`; ``workspace_mib`` None leaves TensorRT's default (the GPU's memory);
     ``optimization_level`` 0-5 trades build time for engine speed (TensorRT's default is 3);
-    ``timing_cache`` is a file read before and written after the build, shared across builds.
+    ``timing_cache`` is a file read before and written after the build, shared across builds;
+    ``fp32_islands`` keeps LayerNorm and Softmax in FP32 (FP16/BF16 otherwise).
     """
 
     precision: str = "fp16"
@@ -123,6 +128,7 @@ class BuildConfig:
     workspace_mib: int | None = None
     optimization_level: int = 3
     timing_cache: Path | None = None
+    fp32_islands: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -180,12 +186,17 @@ def gpu_info() -> dict[str, str]:
 
 
 def build_plan(model: onnx.ModelProto, config: BuildConfig, profiles: Sequence[Profile]) -> BuiltEngine:
-    """Convert ``model``'s float precision and build a strongly typed TensorRT engine from it."""
+    """Make ``model`` TensorRT-ready (:func:`~trt_quant.trt_graph.tensorrt_graph`) and build an engine."""
+    graph = tensorrt_graph(model, config.precision, config.fp32_islands)
+    return build_plan_from_onnx(graph.model.SerializeToString(), config, profiles)
+
+
+def build_plan_from_onnx(onnx_bytes: bytes, config: BuildConfig, profiles: Sequence[Profile]) -> BuiltEngine:
+    """Build a strongly typed TensorRT engine from a TensorRT-ready graph, parsed exactly as given."""
     trt = require_tensorrt()
     started = time.perf_counter()
-    converted = convert_float_precision(model, config.precision)
     logger = trt.Logger(trt.Logger.WARNING)
-    plan = _serialize_network(trt, logger, converted.SerializeToString(), config, profiles)
+    plan = _serialize_network(trt, logger, onnx_bytes, config, profiles)
     layers = _layer_report(trt, logger, plan)
     return BuiltEngine(plan, layers, trt.__version__, time.perf_counter() - started)
 
@@ -193,11 +204,12 @@ def build_plan(model: onnx.ModelProto, config: BuildConfig, profiles: Sequence[P
 def build_engine(
     artifact_dir: str | Path, config: BuildConfig | None = None, verify: bool = True
 ) -> dict[str, Any]:
-    """Build the artifact's INT8 graph into ``model.plan`` and record the engine in its manifest.
+    """Build the artifact's TensorRT-ready graph into ``model.plan`` and record the engine in its manifest.
 
-    Writes ``model.plan`` and ``engine_layers.json`` (TensorRT's per-layer report) atomically next to
-    the ONNX files, then rewrites the manifest with the engine's TensorRT version, GPU, compute capability,
-    profiles and precision. Returns that engine record.
+    Writes ``model_trt.onnx`` (the graph parsed, see :mod:`trt_quant.trt_onnx`), ``model.plan`` and
+    ``engine_layers.json`` (TensorRT's per-layer report) atomically next to the ONNX files, then rewrites
+    the manifest with the engine's TensorRT version, GPU, compute capability, profiles and precision.
+    Returns that engine record.
     """
     directory = Path(artifact_dir)
     config = config or BuildConfig()
@@ -210,7 +222,9 @@ def build_engine(
             stacklevel=2,
         )
     profiles = config.resolved_profiles(manifest.max_length)
-    built = build_plan(onnx.load(str(directory / INT8_ONNX)), config, profiles)
+    prepared = prepare_tensorrt_onnx(directory, config.precision, config.fp32_islands)
+    built = build_plan_from_onnx(prepared.data, config, profiles)
+    store_tensorrt_onnx(directory, manifest, prepared)
     _write_atomically(directory / ENGINE, built.plan)
     _write_atomically(directory / LAYERS_REPORT, _pretty_json(built.layers).encode())
     manifest.engine = engine_record(config, profiles, built)
@@ -222,7 +236,7 @@ def engine_record(config: BuildConfig, profiles: Sequence[Profile], built: Built
     """The manifest's ``engine`` entry (TensorRT enums stored by name, never as integers)."""
     return {
         "file": ENGINE,
-        "source": INT8_ONNX,
+        "source": TRT_ONNX,
         "layers_report": LAYERS_REPORT,
         "precision": config.precision,
         "profiles": [profile.to_dict() for profile in profiles],
@@ -403,6 +417,7 @@ __all__ = [
     "attach_timing_cache",
     "build_engine",
     "build_plan",
+    "build_plan_from_onnx",
     "default_profiles",
     "default_sequence",
     "parse_profiles",

@@ -1,15 +1,21 @@
 """Float precision of the non-quantized part of an ONNX graph, for TensorRT's strongly typed networks.
 
 TensorRT 10 and 11 build strongly typed networks: every tensor keeps the type the ONNX graph gives it, so
-the precision of the float part (everything outside the INT8 Q/DQ pairs) must be chosen in the graph.
-:func:`convert_float_precision` turns it into FP16 (or BF16) and keeps INT8 Q/DQ with half-precision
-scales, so each DequantizeLinear fuses into its MatMul. Numerically fragile parts stay FP32 behind Casts:
+the precision of the float part (everything outside the quantized Q/DQ pairs) must be chosen in the graph.
+:func:`convert_float_precision` turns it into FP16 (or BF16) and gives every Q/DQ a half-precision scale,
+so each DequantizeLinear outputs the type its MatMul reads and fuses into it (no Cast between them).
+LayerNormalization and Softmax run in the half type, as Model Optimizer's own INT8 flow does; these parts
+stay FP32 behind Casts:
 
-* LayerNormalization statistics, Softmax and the Reduce ops (sums over a sequence overflow FP16);
+* the Reduce ops (sums over a sequence overflow FP16) and what follows them up to the graph output
+  without another GEMM (mean pooling's division);
 * float arithmetic whose result becomes an index or a mask (a Cast to an integer type, a comparison),
   so half-precision rounding cannot move a position bucket;
-* a Q/DQ node whose scales FP16 cannot represent.
+* with ``fp32_islands``, also LayerNormalization, Softmax and LogSoftmax; a QuantizeLinear reading such
+  an FP32 value quantizes it directly (FP32 scale), and its DequantizeLinear outputs the half type.
 
+Scales below the half type's smallest normal value (FP16: 6.1e-5) are raised to it, and the INT8 (or
+FP8) weights they dequantize are requantized for the raised channels, so no Q/DQ has to stay FP32.
 Graph inputs keep their types and float outputs are cast back to FP32, so the manifest stays valid.
 Float constants are clipped to the half type's finite range (a -3.4e38 attention-mask fill becomes
 -65504 in FP16) and tiny non-zero values keep their sign as the smallest subnormal. Subgraphs (If/Loop
@@ -35,23 +41,27 @@ NUMPY_TYPES: dict[int, np.dtype] = {
     TensorProto.FLOAT16: np.dtype(np.float16),
     TensorProto.BFLOAT16: np.dtype(ml_dtypes.bfloat16),
 }
-FP32_OPS = frozenset({
-    "LayerNormalization", "Softmax", "LogSoftmax", "ReduceSum", "ReduceMean", "ReduceSumSquare",
-    "ReduceL2", "ReduceLogSumExp",
-})  # fmt: skip
+REDUCE_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp"})
+ISLAND_OPS = frozenset({"LayerNormalization", "Softmax", "LogSoftmax"})  # FP32 only with fp32_islands
+GEMM_OPS = frozenset({"MatMul", "Gemm", "Conv", "Einsum"})
 SHAPE_READERS = frozenset({"Shape", "Size"})  # read only the shape, so any float type will do
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _FLOAT = TensorProto.FLOAT
 
 
-def convert_float_precision(model: onnx.ModelProto, precision: str = "fp16") -> onnx.ModelProto:
-    """Return a copy of ``model`` at opset >= 19 with its float part in ``precision`` (fp16, bf16, fp32)."""
+def convert_float_precision(
+    model: onnx.ModelProto, precision: str = "fp16", fp32_islands: bool = False
+) -> onnx.ModelProto:
+    """Return a copy of ``model`` at opset >= 19 with its float part in ``precision`` (fp16, bf16, fp32).
+
+    ``fp32_islands`` keeps LayerNormalization and Softmax in FP32 (they run in the half type otherwise).
+    """
     if precision not in PRECISIONS:
         raise TrtQuantError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
     converted = upgrade_opset(model)
     if precision != "fp32":
-        _HalfConversion(converted, HALF_TYPES[precision]).run()
+        _HalfConversion(converted, HALF_TYPES[precision], fp32_islands).run()
         del converted.graph.value_info[:]  # types changed; consumers re-infer them
     return converted
 
@@ -94,24 +104,39 @@ def _half_tensor(tensor: TensorProto, half_type: int) -> TensorProto:
     return numpy_helper.from_array(to_half_array(numpy_helper.to_array(tensor), half_type), tensor.name)
 
 
-def representable(values: np.ndarray, half_type: int) -> bool:
-    """Whether the half type keeps every value finite, non-zero and within 2^-8 relative error.
+def requantize(values: np.ndarray, ratio: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
+    """Quantized ``values`` re-expressed for new scales, ``ratio`` being old scale / new scale.
 
-    2^-8 is BF16's own precision; FP16 meets it from 7.6e-6 up, subnormals included.
+    ``ratio`` (one value, or one per channel along ``axis``) multiplies each value's offset from
+    ``zero_point``; integers round half to even and saturate, float8 values round by casting.
     """
-    values = values.astype(np.float64)
-    converted = to_half_array(values, half_type).astype(np.float64)
-    error = np.abs(converted - values)
-    return bool(np.all(np.isfinite(converted) & (converted != 0) & (error <= np.abs(values) * 2.0**-8)))
+    shape = [1] * values.ndim
+    if ratio.size > 1:
+        shape[axis] = ratio.size
+    zero = zero_point.astype(np.float64).reshape(shape if zero_point.size > 1 else [1] * values.ndim)
+    scaled = (values.astype(np.float64) - zero) * ratio.astype(np.float64).reshape(shape) + zero
+    if np.issubdtype(values.dtype, np.integer):
+        limits = np.iinfo(values.dtype)
+        return np.clip(np.rint(scaled), limits.min, limits.max).astype(values.dtype)
+    limit = float(ml_dtypes.finfo(values.dtype).max)
+    return np.clip(scaled, -limit, limit).astype(values.dtype)
+
+
+def clamped_scales(scales: np.ndarray, half_type: int) -> np.ndarray:
+    """``scales`` (FP32) with positive values below the half type's smallest normal value raised to it."""
+    smallest = float(ml_dtypes.finfo(NUMPY_TYPES[half_type]).smallest_normal)
+    scales = scales.astype(np.float32)
+    return np.where((scales > 0) & (scales < smallest), np.float32(smallest), scales).astype(np.float32)
 
 
 class _HalfConversion:
     """One conversion of a graph's float part to a half type, see the module docstring."""
 
-    def __init__(self, model: onnx.ModelProto, half_type: int) -> None:
+    def __init__(self, model: onnx.ModelProto, half_type: int, fp32_islands: bool = False) -> None:
         self.graph = model.graph
         self.nodes = list(model.graph.node)  # held here, so ``id(node)`` is stable while converting
         self.half = half_type
+        self.fragile = REDUCE_OPS | ISLAND_OPS if fp32_islands else REDUCE_OPS
         self.types = _value_types(model)
         self.producer = {name: node for node in self.nodes for name in node.output}
         self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
@@ -128,6 +153,10 @@ class _HalfConversion:
         for node in self.nodes:
             if node.op_type == "DequantizeLinear":
                 self.clear_zero_channel_scales(node)
+        for node in list(self.nodes):
+            if node.op_type in ("MatMul", "Gemm"):
+                self.shift_tiny_weight_scales(node)
+        self.clamp_tiny_scales()
         kept = self.fp32_nodes()
         fp32_values = {value.name for value in self.graph.input if self.is_float(value.name)}
         fp32_values |= self.convert_constants(kept)
@@ -140,10 +169,11 @@ class _HalfConversion:
         self.cast_outputs(fp32_values)
 
     def fp32_nodes(self) -> set[int]:
-        """Ids of the nodes that compute in FP32: fragile ops, index arithmetic, unrepresentable Q/DQ."""
+        """Ids of the nodes that compute in FP32: fragile ops and what follows a reduction to the output,
+        index arithmetic, and QuantizeLinear nodes that read an FP32 value."""
         nodes = self.nodes
-        kept = {id(node) for node in nodes if node.op_type in FP32_OPS and self.float_inputs(node)}
-        kept |= {id(node) for node in nodes if node.op_type in _QDQ and not self.half_scale_ok(node)}
+        kept = {id(node) for node in nodes if node.op_type in self.fragile and self.float_inputs(node)}
+        kept |= self.fp32_tail(kept)
         stack = [node for node in nodes if self.makes_index(node)]
         while stack:
             node = stack.pop()
@@ -152,7 +182,38 @@ class _HalfConversion:
                 if producer is not None and producer.op_type != "Constant" and id(producer) not in kept:
                     kept.add(id(producer))
                     stack.append(producer)
+        kept |= {
+            id(node)
+            for node in nodes
+            if node.op_type == "QuantizeLinear" and id(self.producer.get(node.input[0])) in kept
+        }
         return kept
+
+    def fp32_tail(self, kept: set[int]) -> set[int]:
+        """Nodes fed by FP32 nodes that lead only to graph outputs, through no GEMM or Q/DQ.
+
+        Mean pooling divides an FP32 ReduceSum by the token count; in FP16 the sum would overflow.
+        """
+        outputs = {value.name for value in self.graph.output}
+        leads_out: set[int] = set()
+        for node in reversed(self.nodes):  # ONNX graphs are topologically sorted
+            values = [name for name in node.output if self.is_float(name)]
+            if node.op_type in GEMM_OPS or node.op_type in _QDQ or not values:
+                continue
+            if all(
+                (name in outputs or self.consumers[name])
+                and all(id(consumer) in leads_out for consumer in self.consumers[name])
+                for name in values
+            ):
+                leads_out.add(id(node))
+        fp32, tail = set(kept), set()
+        for node in self.nodes:
+            if id(node) in leads_out and any(
+                id(self.producer.get(name)) in fp32 for name in self.float_inputs(node)
+            ):
+                fp32.add(id(node))
+                tail.add(id(node))
+        return tail
 
     def float_inputs(self, node: onnx.NodeProto) -> list[str]:
         return [name for name in node.input if self.is_float(name)]
@@ -179,9 +240,102 @@ class _HalfConversion:
             scales[zero] = 1.0
             scale.CopyFrom(numpy_helper.from_array(scales, scale.name))
 
-    def half_scale_ok(self, node: onnx.NodeProto) -> bool:
-        scale = self.constant(node.input[1]) if len(node.input) > 1 else None
-        return scale is None or representable(numpy_helper.to_array(scale), self.half)
+    def shift_tiny_weight_scales(self, gemm: onnx.NodeProto) -> None:
+        """Multiply a quantized GEMM's weight scales by 2^k when the smallest is below the half type's
+        smallest normal value, and its input's Q/DQ scale by 2^-k, behind a Mul by 2^-k (exact).
+
+        Q(x * 2^-k, s * 2^-k) gives the integers Q(x, s) gives, and (s * 2^-k)(w * 2^k) = s * w, so no
+        weight loses precision (SmoothQuant can make a whole layer's weight scales tiny). Left to
+        :meth:`clamp_tiny_scales` when the input has no Q/DQ pair of its own or the shifted scale would
+        itself be tiny.
+        """
+        weight_dq, input_dq = (self.producer.get(name) for name in gemm.input[1::-1])
+        if weight_dq is None or input_dq is None or input_dq.op_type != "DequantizeLinear":
+            return
+        quantize = self.producer.get(input_dq.input[0])
+        scales = self.constant(weight_dq.input[1]) if weight_dq.op_type == "DequantizeLinear" else None
+        if quantize is None or quantize.op_type != "QuantizeLinear" or scales is None:
+            return
+        data, input_scale = self.constant(weight_dq.input[0]), self.constant(quantize.input[1])
+        values = numpy_helper.to_array(scales).astype(np.float32)
+        info = ml_dtypes.finfo(NUMPY_TYPES[self.half])
+        positive = values[values > 0]
+        single = len(self.consumers[quantize.output[0]]) == 1 and len(self.consumers[input_dq.output[0]]) == 1
+        if data is None or input_scale is None or not positive.size or not single:
+            return
+        if positive.min() >= float(info.smallest_normal) or not self.is_float(quantize.input[0]):
+            return
+        shift = 2.0 ** int(np.ceil(np.log2(float(info.smallest_normal) / positive.min())))
+        activation = numpy_helper.to_array(input_scale).astype(np.float32) / np.float32(shift)
+        if activation.min() < float(info.smallest_normal) or values.max() * shift > float(info.max):
+            return
+        self.set_input(weight_dq, 1, self.add_initializer(f"{weight_dq.input[1]}/shifted", values * shift))
+        shifted_scale = self.add_initializer(f"{quantize.input[1]}/shifted", activation)
+        self.set_input(quantize, 1, shifted_scale)
+        self.set_input(input_dq, 1, shifted_scale)
+        factor = self.add_initializer(f"{quantize.input[0]}/shift", np.array(1.0 / shift, np.float32))
+        shifted = self.unique_name(f"{quantize.input[0]}/shifted")
+        multiply = helper.make_node(
+            "Mul", [quantize.input[0], factor], [shifted], name=f"{quantize.name or shifted}/Mul_shift"
+        )
+        for name in multiply.input:
+            self.consumers[name].append(multiply)
+        self.producer[shifted], self.types[shifted] = multiply, _FLOAT
+        self.nodes.insert(self.nodes.index(quantize), multiply)
+        self.set_input(quantize, 0, shifted)
+
+    def clamp_tiny_scales(self) -> None:
+        """Raise Q/DQ scales below the half type's smallest normal value to it (see :func:`clamped_scales`).
+
+        A DequantizeLinear of constant weights gets its own raised scales and weights requantized for the
+        raised channels, so weight x scale changes by at most half a step of the new scale; any other
+        Q/DQ reads a raised copy of its scale, which a Q/DQ pair shares, so the pair stays consistent.
+        """
+        raised: dict[str, str] = {}
+        for node in self.nodes:
+            scale = self.constant(node.input[1]) if node.op_type in _QDQ and len(node.input) > 1 else None
+            if scale is None or len(scale.dims) > 1:
+                continue
+            old = numpy_helper.to_array(scale).astype(np.float32)
+            new = clamped_scales(old, self.half)
+            if np.array_equal(old, new):
+                continue
+            data = self.constant(node.input[0]) if node.op_type == "DequantizeLinear" else None
+            if data is not None:
+                values = numpy_helper.to_array(data)
+                zero = self.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+                zero_point = numpy_helper.to_array(zero) if zero is not None else np.zeros(1, values.dtype)
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % max(values.ndim, 1)
+                weights = requantize(values, old / new, zero_point, axis)
+                self.set_input(node, 0, self.add_initializer(f"{node.input[0]}/requantized", weights))
+                self.set_input(node, 1, self.add_initializer(f"{node.input[1]}/raised", new))
+                continue
+            if node.input[1] not in raised:
+                raised[node.input[1]] = self.add_initializer(f"{node.input[1]}/raised", new)
+            self.set_input(node, 1, raised[node.input[1]])
+
+    def add_initializer(self, name: str, values: np.ndarray) -> str:
+        """Add ``values`` as a new initializer named ``name`` (made unique); return its name."""
+        unique = self.unique_name(name)
+        tensor = numpy_helper.from_array(values, unique)
+        self.graph.initializer.append(tensor)
+        self.initializers[unique] = self.graph.initializer[-1]
+        self.types[unique] = tensor.data_type
+        return unique
+
+    def unique_name(self, name: str) -> str:
+        """``name``, or ``name_N`` when a value of that name exists."""
+        unique, count = name, 0
+        while unique in self.initializers or unique in self.producer or unique in self.types:
+            count += 1
+            unique = f"{name}_{count}"
+        return unique
+
+    def set_input(self, node: onnx.NodeProto, slot: int, name: str) -> None:
+        """Make ``node`` read ``name`` at input ``slot``, keeping the consumer index current."""
+        self.consumers[node.input[slot]].remove(node)
+        node.input[slot] = name
+        self.consumers[name].append(node)
 
     def constant(self, name: str) -> TensorProto | None:
         if name in self.initializers:
@@ -192,14 +346,19 @@ class _HalfConversion:
         return None
 
     def convert_constants(self, kept: set[int]) -> set[str]:
-        """Convert float initializers and Constant nodes read by any half node; return the FP32 ones."""
+        """Convert float initializers and Constant nodes read by any half node; return the FP32 ones.
+
+        A constant also read by FP32 nodes gets an FP32 twin holding the same half-rounded values (a
+        QuantizeLinear in FP32 and its DequantizeLinear in half precision then share one scale value).
+        """
         fp32: set[str] = set()
-        for tensor in self.graph.initializer:
+        for tensor in list(self.graph.initializer):
             if tensor.data_type == _FLOAT:
                 if self.read_only_by(tensor.name, kept):
                     fp32.add(tensor.name)
                 else:
                     tensor.CopyFrom(_half_tensor(tensor, self.half))
+                    self.add_fp32_twin(tensor.name, tensor, kept)
         for node in self.nodes:
             value = _constant_value(node) if node.op_type == "Constant" else None
             if value is None or value.data_type != _FLOAT:
@@ -207,13 +366,21 @@ class _HalfConversion:
             if self.read_only_by(node.output[0], kept):
                 fp32.add(node.output[0])
             else:
+                half = _half_tensor(value, self.half)
                 del node.attribute[:]
-                node.attribute.append(helper.make_attribute("value", _half_tensor(value, self.half)))
+                node.attribute.append(helper.make_attribute("value", half))
+                self.add_fp32_twin(node.output[0], half, kept)
         return fp32
 
     def read_only_by(self, name: str, kept: set[int]) -> bool:
         consumers = self.consumers.get(name, [])
         return bool(consumers) and all(id(node) in kept for node in consumers)
+
+    def add_fp32_twin(self, name: str, half: TensorProto, kept: set[int]) -> None:
+        """When FP32 nodes read the (now half) constant ``name``, they read an FP32 copy of it instead."""
+        if any(id(node) in kept for node in self.consumers.get(name, [])):
+            values = numpy_helper.to_array(half).astype(np.float32)
+            self.casts[(name, _FLOAT)] = self.add_initializer(f"{name}/fp32", values)
 
     def convert_attributes(self, node: onnx.NodeProto) -> None:
         """Cast-to-float and ConstantOfShape float fills of a half node produce the half type."""
@@ -290,4 +457,4 @@ def _rename(nodes: Iterable[onnx.NodeProto], old: str, new: str) -> None:
                 node.output[slot] = new
 
 
-__all__ = ["PRECISIONS", "convert_float_precision", "upgrade_opset"]
+__all__ = ["PRECISIONS", "clamped_scales", "convert_float_precision", "requantize", "upgrade_opset"]

@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..artifacts import FLOAT_ONNX, INT8_ONNX, Manifest
+from ..artifacts import FLOAT_ONNX, INT8_ONNX, TRT_ONNX, Manifest
 from ..errors import ArtifactError
 from .base import Runtime
 
-PRECISION_FILES = {"int8": INT8_ONNX, "float": FLOAT_ONNX}
+PRECISION_FILES = {"int8": INT8_ONNX, "float": FLOAT_ONNX, "trt": TRT_ONNX}  # trt: the TensorRT-ready graph
 
 
 # ONNX Runtime's U8S8 integer GEMM on x86 CPUs without VNNI sums pairs of products in 16 bits, which

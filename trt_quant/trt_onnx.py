@@ -1,0 +1,70 @@
+"""``model_trt.onnx``: an artifact's TensorRT-ready graph, written without a GPU (``build --onnx-only``).
+
+The engine build (:func:`trt_quant.engine.build_engine`) parses exactly the bytes
+:func:`prepare_tensorrt_onnx` returns and stores them with :func:`store_tensorrt_onnx`, so the file in
+the artifact is the graph its engine was built from; ``trtexec --onnx=model_trt.onnx --stronglyTyped``
+builds the same network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .artifacts import INT8_ONNX, TRT_ONNX, Manifest, load_manifest, write_atomically, write_manifest
+from .trt_graph import tensorrt_graph
+
+
+@dataclass(frozen=True)
+class TensorRTOnnx:
+    """The serialized TensorRT-ready graph and its manifest record."""
+
+    data: bytes
+    record: dict[str, Any]
+
+
+def prepare_tensorrt_onnx(
+    artifact_dir: str | Path, precision: str = "fp16", fp32_islands: bool = False
+) -> TensorRTOnnx:
+    """The artifact's INT8 graph made TensorRT-ready (:func:`~trt_quant.trt_graph.tensorrt_graph`), serialized."""
+    graph = tensorrt_graph(onnx.load(str(Path(artifact_dir) / INT8_ONNX)), precision, fp32_islands)
+    data = graph.model.SerializeToString()
+    record = {
+        "file": TRT_ONNX,
+        "source": INT8_ONNX,
+        "precision": precision,
+        "fp32_islands": fp32_islands,
+        **graph.edits,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+    }
+    return TensorRTOnnx(data, record)
+
+
+def store_tensorrt_onnx(artifact_dir: str | Path, manifest: Manifest, prepared: TensorRTOnnx) -> None:
+    """Write ``model_trt.onnx`` atomically and record it in ``manifest`` (the caller writes the manifest)."""
+    write_atomically(Path(artifact_dir) / TRT_ONNX, prepared.data)
+    manifest.tensorrt_onnx = prepared.record
+
+
+def write_tensorrt_onnx(
+    artifact_dir: str | Path, precision: str = "fp16", fp32_islands: bool = False, verify: bool = True
+) -> dict[str, Any]:
+    """Write the artifact's ``model_trt.onnx`` and record it (with its sha256) in the manifest.
+
+    ``precision`` is the float part's type (fp16, bf16 or fp32); ``fp32_islands`` keeps LayerNorm and
+    Softmax in FP32. Needs no GPU and no TensorRT. Returns the manifest record.
+    """
+    directory = Path(artifact_dir)
+    manifest = load_manifest(directory, verify=verify)
+    prepared = prepare_tensorrt_onnx(directory, precision, fp32_islands)
+    store_tensorrt_onnx(directory, manifest, prepared)
+    write_manifest(directory, manifest)
+    return prepared.record
+
+
+__all__ = ["TensorRTOnnx", "prepare_tensorrt_onnx", "store_tensorrt_onnx", "write_tensorrt_onnx"]
