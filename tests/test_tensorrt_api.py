@@ -49,8 +49,9 @@ TENSORRT_ATTRIBUTES = frozenset({
 # Attributes used in those files on other objects (torch, numpy, paths, trt-quant's own classes).
 NOT_TENSORRT = frozenset({
     "SerializeToString", "__class__", "__name__", "addresses", "capture_failed", "close", "context", "copy_",
-    "cpu", "cuda_stream", "data_ptr", "describe", "encode", "engine", "execute", "get", "graph", "hex",
-    "inputs", "is_dir", "is_file", "isdigit", "items", "join", "layers", "max_length", "mkdir", "move_to_end",
+    "cpu", "cuda_stream", "data", "data_ptr", "describe", "encode", "engine", "execute", "get", "graph", "hex",
+    "fp32_islands", "inputs", "is_dir", "is_file", "isdigit", "items", "join", "layers", "max_length", "mkdir",
+    "model", "move_to_end",
     "n", "numel", "numpy", "optimization_level", "outputs", "pad_token_id", "parent", "per_token", "plan",
     "pop", "popitem", "precision", "profile", "quantization", "read_bytes", "replay", "resolved_profiles",
     "seconds", "select_profile", "sequence", "set_addresses", "set_input_shapes", "shape", "split", "strip",
