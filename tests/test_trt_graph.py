@@ -9,6 +9,7 @@ directly on both inputs of every quantized MatMul, mean pooling in FP32 up to th
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import sys
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from onnx import TensorProto, numpy_helper
 from tiny_models import sentences
 
 from trt_quant import engine
-from trt_quant.artifacts import INT8_ONNX, TRT_ONNX, load_manifest
+from trt_quant.artifacts import INT8_ONNX, TRT_ONNX, load_manifest, write_manifest
 from trt_quant.check import check_onnx
 from trt_quant.cli import main
 from trt_quant.config import QuantConfig
@@ -309,3 +310,23 @@ def test_cli_onnx_only_refuses_a_directory_without_artifact(tmp_path: Path, monk
     assert not (tmp_path / TRT_ONNX).exists()
     with pytest.raises(ArtifactError, match="does not exist"):
         write_tensorrt_onnx(tmp_path / "missing")
+
+
+def test_rewriting_model_trt_onnx_warns_when_an_engine_was_built_from_another(
+    tiny_artifact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    artifact = tmp_path / "bert"
+    shutil.copytree(tiny_artifact, artifact)
+    record = write_tensorrt_onnx(artifact)
+    manifest = load_manifest(artifact)
+    manifest.engine = {"file": "model.plan", "source_sha256": record["sha256"]}  # as build_engine records it
+    write_manifest(artifact, manifest)
+    with caplog.at_level(logging.WARNING, logger="trt_quant"):
+        write_tensorrt_onnx(artifact)  # the same graph again: the engine still matches
+        assert caplog.records == []
+        write_tensorrt_onnx(artifact, "bf16")
+    (warning,) = caplog.records
+    assert warning.getMessage() == (
+        "The artifact's model.plan was not built from this model_trt.onnx: run 'trt-quant build' "
+        "without --onnx-only to rebuild it."
+    )

@@ -228,6 +228,7 @@ def build_engine(
     _write_atomically(directory / ENGINE, built.plan)
     _write_atomically(directory / LAYERS_REPORT, _pretty_json(built.layers).encode())
     manifest.engine = engine_record(config, profiles, built)
+    manifest.engine["source_sha256"] = prepared.record["sha256"]
     write_manifest(directory, manifest)
     return manifest.engine
 

@@ -14,8 +14,10 @@ stay FP32 behind Casts:
 * with ``fp32_islands``, also LayerNormalization, Softmax and LogSoftmax; a QuantizeLinear reading such
   an FP32 value quantizes it directly (FP32 scale), and its DequantizeLinear outputs the half type.
 
-Scales below the half type's smallest normal value (FP16: 6.1e-5) are raised to it, and the INT8 (or
-FP8) weights they dequantize are requantized for the raised channels, so no Q/DQ has to stay FP32.
+No Q/DQ has to stay FP32 for a scale below the half type's smallest normal value (FP16: 6.1e-5): a
+quantized GEMM's weight scales move up by a power of two that its input's Q/DQ scale gives up (exact),
+and any scale still below is raised to that value, with the INT8 (or FP8) weights of the raised
+channels requantized.
 Graph inputs keep their types and float outputs are cast back to FP32, so the manifest stays valid.
 Float constants are clipped to the half type's finite range (a -3.4e38 attention-mask fill becomes
 -65504 in FP16) and tiny non-zero values keep their sign as the smallest subnormal. Subgraphs (If/Loop

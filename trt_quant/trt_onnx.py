@@ -9,6 +9,7 @@ builds the same network.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import onnx
 
 from .artifacts import INT8_ONNX, TRT_ONNX, Manifest, load_manifest, write_atomically, write_manifest
 from .trt_graph import tensorrt_graph
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ def write_tensorrt_onnx(
     prepared = prepare_tensorrt_onnx(directory, precision, fp32_islands)
     store_tensorrt_onnx(directory, manifest, prepared)
     write_manifest(directory, manifest)
+    built_from = (manifest.engine or {}).get("source_sha256")
+    if manifest.engine is not None and built_from != prepared.record["sha256"]:
+        log.warning(
+            "The artifact's model.plan was not built from this model_trt.onnx: run 'trt-quant build' "
+            "without --onnx-only to rebuild it."
+        )
     return prepared.record
 
 

@@ -22,7 +22,11 @@ def _traceable_build_rpos(scripted: Any) -> Any:
     """``build_rpos`` without TorchScript, so tracing records the branch taken instead of an ``If``."""
 
     def build_rpos(
-        query_layer: Any, key_layer: Any, relative_pos: Any, position_buckets: int, max_relative_positions: int
+        query_layer: Any,
+        key_layer: Any,
+        relative_pos: Any,
+        position_buckets: int,
+        max_relative_positions: int,
     ) -> Any:
         if key_layer.size(-2) == query_layer.size(-2):
             return relative_pos
