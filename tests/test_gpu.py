@@ -20,11 +20,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from trt_quant.artifacts import ENGINE, INT8_ONNX, load_manifest, write_manifest
+from trt_quant.artifacts import ENGINE, TRT_ONNX, load_manifest, write_manifest
 from trt_quant.engine import LAYERS_REPORT, BuildConfig, build_engine, parse_profiles
 from trt_quant.errors import ArtifactError, InputError
 from trt_quant.layer_report import check_engine_layers
-from trt_quant.precision import convert_float_precision
 from trt_quant.runtime import load_runtime
 from trt_quant.runtime.trt import TensorRTRuntime, tensorrt_usable
 
@@ -69,9 +68,8 @@ def engine_artifact(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 def reference(engine_artifact: Path) -> ort.InferenceSession:
-    """ONNX Runtime (CPU) on the same FP16-converted graph the engine was built from."""
-    model = convert_float_precision(onnx.load(str(engine_artifact / INT8_ONNX)), "fp16")
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    """ONNX Runtime (CPU) on model_trt.onnx, the graph the engine was built from."""
+    return ort.InferenceSession(str(engine_artifact / TRT_ONNX), providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import onnx
 from tqdm.auto import tqdm
 
-from .artifacts import ENGINE, TRT_ONNX, load_manifest, write_manifest
+from .artifacts import ENGINE, TRT_ONNX, load_manifest, write_atomically, write_manifest
 from .errors import GpuUnavailableError, TrtQuantError
 from .precision import PRECISIONS
 from .trt_graph import tensorrt_graph
@@ -225,8 +224,8 @@ def build_engine(
     prepared = prepare_tensorrt_onnx(directory, config.precision, config.fp32_islands)
     built = build_plan_from_onnx(prepared.data, config, profiles)
     store_tensorrt_onnx(directory, manifest, prepared)
-    _write_atomically(directory / ENGINE, built.plan)
-    _write_atomically(directory / LAYERS_REPORT, _pretty_json(built.layers).encode())
+    write_atomically(directory / ENGINE, built.plan)
+    write_atomically(directory / LAYERS_REPORT, _pretty_json(built.layers).encode())
     manifest.engine = engine_record(config, profiles, built)
     manifest.engine["source_sha256"] = prepared.record["sha256"]
     write_manifest(directory, manifest)
@@ -355,7 +354,7 @@ def update_file(path: Path, merge: Callable[[bytes], bytes]) -> None:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         current = path.read_bytes() if path.is_file() else b""
-        _write_atomically(path, merge(current))
+        write_atomically(path, merge(current))
     finally:
         os.close(descriptor)  # releases the lock
 
@@ -397,17 +396,6 @@ def _pretty_json(text: str) -> str:
         return json.dumps(json.loads(text), indent=2) + "\n"
     except json.JSONDecodeError:
         return text
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}"
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 __all__ = [

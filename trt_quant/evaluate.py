@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
-from .artifacts import MODEL_CONFIG, TOKENIZER_DIR, Manifest
+from .artifacts import MODEL_CONFIG, TOKENIZER_DIR, Manifest, write_atomically
 from .data import TextData, batched, pick_column, read_rows, read_texts, select_inputs
 from .errors import TrtQuantError
 from .progress import progress
@@ -642,18 +640,9 @@ def evaluate_artifact(
         agreement=comparison.agreement(examples),
     )
     if write:
-        _write_atomically(directory / REPORT_JSON, json.dumps(report.as_dict(), indent=2) + "\n")
-        _write_atomically(directory / REPORT_MD, evaluation_markdown(report))
+        write_atomically(directory / REPORT_JSON, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
+        write_atomically(directory / REPORT_MD, evaluation_markdown(report).encode())
     return report
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}"
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def format_number(value: float | None, digits: int = 2, signed: bool = False) -> str:
