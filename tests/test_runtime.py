@@ -14,6 +14,7 @@ from tiny_models import sentences
 from trt_quant.artifacts import INT8_ONNX, load_manifest
 from trt_quant.errors import ArtifactError, InputError, TrtQuantError
 from trt_quant.runtime import load_runtime
+from trt_quant.runtime.ort import cpu_lacks_vnni
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,9 @@ def runtime(tiny_artifact: Path):
     return load_runtime(tiny_artifact)
 
 
-def test_auto_backend_is_onnx_runtime_without_gpu(runtime) -> None:
-    assert runtime.backend == "onnxruntime"
+def test_auto_backend_is_a_cpu_backend_without_gpu(runtime) -> None:
+    # OpenVINO (installed by the dev extra) runs 8-bit weights exactly only on VNNI CPUs.
+    assert runtime.backend == ("onnxruntime" if cpu_lacks_vnni() else "openvino")
     assert runtime.input_names == ["input_ids", "attention_mask", "token_type_ids"]
     assert runtime.output_names == ["logits"]
 
@@ -87,7 +89,7 @@ def test_bad_inputs_raise_input_error(runtime, change, message) -> None:
 
 def test_unknown_backend_and_precision(tiny_artifact: Path) -> None:
     with pytest.raises(
-        TrtQuantError, match=r"Unknown backend 'cuda': use one of auto, onnxruntime, tensorrt"
+        TrtQuantError, match=r"Unknown backend 'cuda': use one of auto, onnxruntime, openvino, tensorrt"
     ):
         load_runtime(tiny_artifact, backend="cuda")
     with pytest.raises(TrtQuantError, match=r"Unknown precision 'int4'"):

@@ -317,7 +317,7 @@ def evaluate(
     text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Column holding the second text.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding gold labels or scores.")] = None,
-    backend: Annotated[str, typer.Option(help="INT8 backend: auto, onnxruntime or tensorrt.")] = "auto",
+    backend: Annotated[str, typer.Option(help="INT8 backend: auto, onnxruntime, openvino or tensorrt.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 32,
     max_length: Annotated[
         int | None, typer.Option(help="Truncation length (default: the model's maximum).")

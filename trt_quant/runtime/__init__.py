@@ -1,4 +1,4 @@
-"""Runtimes that execute a converted model: ONNX Runtime on CPU, TensorRT on NVIDIA GPUs."""
+"""Runtimes that execute a converted model: ONNX Runtime or OpenVINO on CPU, TensorRT on NVIDIA GPUs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 from ..artifacts import ENGINE, load_manifest
 from ..errors import TrtQuantError
 from .base import Runtime
+from .openvino import OpenVinoRuntime, openvino_exact
 from .ort import PRECISION_FILES, OrtRuntime
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 
 
 def load_runtime(
@@ -22,7 +23,9 @@ def load_runtime(
     """Open an artifact directory for inference.
 
     ``backend="auto"`` uses TensorRT when the artifact has an engine and a GPU with TensorRT is present,
-    else ONNX Runtime on CPU. ``precision`` picks the INT8 or the float ONNX graph (ONNX Runtime only).
+    else OpenVINO on CPU when it is installed (the ``openvino`` extra), ``precision`` is INT8 and its integer
+    GEMMs cannot saturate (a VNNI CPU, or 7-bit weights), else ONNX Runtime. ``precision`` picks the INT8
+    or the float ONNX graph (CPU backends only).
     ``verify`` checks every file against the manifest's checksums first.
     """
     if backend not in BACKENDS:
@@ -36,11 +39,15 @@ def load_runtime(
 
         has_engine = (path / ENGINE).is_file()
         backend = "tensorrt" if has_engine and precision == "int8" and tensorrt_usable() else "onnxruntime"
+        if precision == "int8" and backend == "onnxruntime" and openvino_exact(manifest):
+            backend = "openvino"
     if backend == "tensorrt":
         from .trt import TensorRTRuntime
 
         return TensorRTRuntime(path, manifest)
+    if backend == "openvino":
+        return OpenVinoRuntime(path, manifest, precision=precision, threads=threads)
     return OrtRuntime(path, manifest, precision=precision, threads=threads)
 
 
-__all__ = ["BACKENDS", "OrtRuntime", "Runtime", "load_runtime"]
+__all__ = ["BACKENDS", "OpenVinoRuntime", "OrtRuntime", "Runtime", "load_runtime"]
