@@ -449,7 +449,7 @@ def bench(
         verify=verify,
         text_column=text_column,
     )
-    console.print(markdown_table(result.rows, result.threads), markup=False, highlight=False, soft_wrap=True)
+    console.print(markdown_table(result.rows, result.threads, result.cpu), markup=False, highlight=False, soft_wrap=True)
     files = result.files
     if padding_batch:
         rows, used, written = run_padding_benchmark(
