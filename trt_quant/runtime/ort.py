@@ -151,7 +151,8 @@ def _axis(node: onnx.NodeProto, default: int) -> int:
 
 
 def create_session(path: Path, threads: int | None = None, exact_int8: bool | None = None) -> object:
-    """Open an ONNX file in an ONNX Runtime CPU session; a corrupt file is an ``ArtifactError``."""
+    """Open an ONNX file in an ONNX Runtime CPU session, INT8 lookup tables dequantized after the lookup
+    (ONNX Runtime would dequantize the whole table every call); a corrupt file is an ``ArtifactError``."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -159,7 +160,8 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
         raise ArtifactError(f"ONNX file {path} does not exist: convert the model again.")
     try:
         model = onnx.load(str(path))
-        fold_lookup_dequantization(model)
+        dequantize_after_lookup(model)
+        fold_lookup_dequantization(model)  # tables with zero points or per-column scales, if any
         return ort.InferenceSession(
             model.SerializeToString(),
             session_options(threads, exact_int8),
