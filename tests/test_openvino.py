@@ -154,3 +154,31 @@ def test_without_openvino_auto_is_onnx_runtime_and_openvino_is_named(
         TrtQuantError, match=r"^OpenVINO is not installed: pip install 'trt-quant\[openvino\]'"
     ):
         load_runtime(artifact7, backend="openvino")
+
+
+def test_demo_table_reports_the_fastest_cpu_backend(tiny_artifact: Path) -> None:
+    from rich.console import Console
+
+    from trt_quant.bench import Latency
+    from trt_quant.convert import ConvertReport
+    from trt_quant.cpuinfo import cpu_info
+    from trt_quant.demo import DemoResult
+    from trt_quant.reports import demo_table
+
+    def latency(p50: float) -> Latency:
+        return Latency(8, 128, 30, p50, p50 + 1, p50 + 2, p50, 8000 / p50)
+
+    result = DemoResult(
+        ConvertReport(tiny_artifact, load_manifest(tiny_artifact)),
+        latency(60.0),
+        {"onnxruntime": latency(30.0), "openvino": latency(20.0)},
+        cpu_info(),
+    )
+    assert result.fastest_backend == "openvino" and result.int8_latency.p50_ms == 20.0
+    console = Console(width=200, record=True)
+    console.print(demo_table(result))
+    text = console.export_text()
+    assert "INT8 (fastest CPU backend: openvino), batch 8, sequence 128" in text
+    assert "│ latency p50 " in text and "60.0 ms" in text and "3.00x faster" in text
+    assert "INT8 p50 on onnxruntime" in text and "2.00x faster" in text
+    assert f"cpu: {cpu_info().summary()}" in " ".join(text.split())  # the caption wraps at the table's width
