@@ -104,7 +104,7 @@ def main() -> int:
             accuracy_budget=budget,
             **budget_split(budget, arguments.glue, arguments.output),
         )
-        runtime = load_runtime(artifact)
+        runtime = load_runtime(artifact, backend="onnxruntime")
         if index == 0:
             float_runtime = load_runtime(artifact, precision="float")
             reference["float"] = record(

@@ -81,7 +81,7 @@ def main() -> int:
         result = run_benchmark(
             artifact, batches, sequences, iterations=arguments.iterations, output=artifact / "bench"
         )
-        print(markdown_table(result.rows, result.threads))
+        print(markdown_table(result.rows, result.threads, result.cpu))
         print("wrote " + ", ".join(str(path) for path in result.files) + "\n")
     return 0
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from trt_quant.batching import batch_indices, computed_tokens
 from trt_quant.bench_suite import VARIANTS
 from trt_quant.cli import app
+from trt_quant.cpuinfo import cpu_info
 from trt_quant.errors import TrtQuantError
 from trt_quant.runtime import load_runtime
 
@@ -97,18 +98,35 @@ def test_bench_writes_tables_json_and_plots(tiny_artifact: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     header = "| variant | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | cosine mean | cosine min |"
     assert header in result.output.splitlines()  # printed as Markdown, not wrapped at the terminal width
-    rows = json.loads((report / "bench.json").read_text(encoding="utf-8"))["rows"]
+    payload = json.loads((report / "bench.json").read_text(encoding="utf-8"))
+    rows = payload["rows"]
+    cpu = cpu_info()
+    assert payload["cpu"]["model"] == cpu.model and payload["cpu"]["flags"]["AVX2"] == cpu.flags["AVX2"]
+    assert set(payload["cpu"]["flags"]) == {
+        "AVX2",
+        "AVX-512",
+        "AVX-512 VNNI",
+        "AVX-VNNI",
+        "AVX512-BF16",
+        "AMX",
+    }
+    assert f"cpu: {cpu.summary()}" in result.output.splitlines()
     assert [(row["variant"], row["batch"], row["sequence"]) for row in rows] == [
         (variant, batch, sequence) for variant in VARIANTS for sequence in (8, 16) for batch in (1, 2)
     ]
     by_variant = {row["variant"]: row for row in rows}
     assert by_variant["pytorch-fp32"]["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert by_variant["ort-fp32"]["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert by_variant["openvino-fp32"]["mean_cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert by_variant["trt-quant-int8-openvino"]["mean_cosine"] == pytest.approx(
+        by_variant["trt-quant-int8"]["mean_cosine"], abs=0.02
+    )
     for row in rows:
         assert 0.9 < row["min_cosine"] <= row["mean_cosine"] <= 1.0 + 1e-6
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert row["throughput"] == pytest.approx(row["batch"] * 1000 / row["mean_ms"], rel=1e-6)
     markdown = (report / "bench.md").read_text(encoding="utf-8")
+    assert markdown.splitlines()[1] == f"cpu: {cpu.summary()}"
     assert markdown.count("| trt-quant-int8 |") == 4
     for plot in ("latency_vs_batch.png", "throughput_vs_sequence.png"):
         assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -124,3 +142,25 @@ def test_bench_writes_tables_json_and_plots(tiny_artifact: Path, tmp_path: Path)
         assert row["texts"] == len(UNEVEN) * 4 and row["real_tokens"] == sum(counts)
         assert row["computed_tokens"] == computed_tokens(counts, 4, row["padding"], 16)
     assert "| int8 | bucketed | 24 | 4 |" in (report / "padding.md").read_text(encoding="utf-8")
+
+
+def test_cpu_info_reads_model_name_and_int8_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+        "flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8\n\n"
+        "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n",
+        encoding="utf-8",
+    )
+    info = cpu_info(cpuinfo)
+    assert info.model == "Intel(R) Xeon(R) Platinum 8480+" and info.vnni
+    assert info.flags == {
+        "AVX2": True,
+        "AVX-512": True,
+        "AVX-512 VNNI": True,
+        "AVX-VNNI": False,
+        "AVX512-BF16": True,
+        "AMX": True,
+    }
+    assert info.summary().startswith("Intel(R) Xeon(R) Platinum 8480+, ")
+    assert "AVX-512 VNNI yes, AVX-VNNI no, AVX512-BF16 yes, AMX yes" in info.summary()

@@ -41,7 +41,7 @@ from trt_quant.errors import (
     InputError,
     TrtQuantError,
 )
-from trt_quant.runtime import OrtRuntime, load_runtime
+from trt_quant.runtime import load_runtime
 from trt_quant.runtime.trt import CheckedContext, engine_mismatch, tensorrt_usable, torch_dtype
 
 INSTALL = "pip install 'trt-quant[gpu]'"
@@ -167,7 +167,7 @@ def test_load_runtime_tensorrt_backend_needs_tensorrt(artifact: Path, no_tensorr
 def test_auto_backend_falls_back_to_onnxruntime_with_an_engine(artifact: Path, no_tensorrt: None) -> None:
     (artifact / ENGINE).write_bytes(b"an engine this machine cannot run")
     runtime = load_runtime(artifact, backend="auto")
-    assert isinstance(runtime, OrtRuntime) and runtime.backend == "onnxruntime"
+    assert runtime.backend in ("onnxruntime", "openvino")  # OpenVINO where its INT8 GEMMs are exact
 
 
 def test_build_with_tensorrt_but_no_gpu(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,9 +224,9 @@ def test_auto_backend_falls_back_from_an_engine_built_elsewhere(
     artifact: Path, tensorrt_11_on_a_gpu: None, tensorrt: str, capability: str, reason: str
 ) -> None:
     engine_from(artifact, tensorrt, capability)
-    with pytest.warns(UserWarning, match=f"{reason}.*Running on ONNX Runtime"):
+    with pytest.warns(UserWarning, match=f"{reason}.*Running on the CPU instead"):
         runtime = load_runtime(artifact, backend="auto")
-    assert isinstance(runtime, OrtRuntime)
+    assert runtime.backend in ("onnxruntime", "openvino")  # OpenVINO where its INT8 GEMMs are exact
     with pytest.raises(EngineMismatchError, match=f"{reason}: rebuild it with 'trt-quant build"):
         load_runtime(artifact, backend="tensorrt")
 

@@ -241,7 +241,7 @@ def test_classification_with_labels(classifier: Path, tmp_path: Path) -> None:
     labels = [i % 3 for i in range(40)]
     rows = [{"text": text, "label": label} for text, label in zip(texts, labels, strict=True)]
     data = write_csv(tmp_path / "dev.csv", rows)
-    report = evaluate_artifact(classifier, data, label_column="label", batch_size=64)
+    report = evaluate_artifact(classifier, data, label_column="label", batch_size=64, backend="onnxruntime")
 
     expected = {}
     for precision in ("float", "int8"):

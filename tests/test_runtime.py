@@ -14,6 +14,7 @@ from tiny_models import sentences
 from trt_quant.artifacts import INT8_ONNX, load_manifest
 from trt_quant.errors import ArtifactError, InputError, TrtQuantError
 from trt_quant.runtime import load_runtime
+from trt_quant.runtime.ort import cpu_lacks_vnni
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,9 @@ def runtime(tiny_artifact: Path):
     return load_runtime(tiny_artifact)
 
 
-def test_auto_backend_is_onnx_runtime_without_gpu(runtime) -> None:
-    assert runtime.backend == "onnxruntime"
+def test_auto_backend_is_a_cpu_backend_without_gpu(runtime) -> None:
+    # OpenVINO (installed by the dev extra) runs 8-bit weights exactly only on VNNI CPUs.
+    assert runtime.backend == ("onnxruntime" if cpu_lacks_vnni() else "openvino")
     assert runtime.input_names == ["input_ids", "attention_mask", "token_type_ids"]
     assert runtime.output_names == ["logits"]
 
@@ -87,7 +89,7 @@ def test_bad_inputs_raise_input_error(runtime, change, message) -> None:
 
 def test_unknown_backend_and_precision(tiny_artifact: Path) -> None:
     with pytest.raises(
-        TrtQuantError, match=r"Unknown backend 'cuda': use one of auto, onnxruntime, tensorrt"
+        TrtQuantError, match=r"Unknown backend 'cuda': use one of auto, onnxruntime, openvino, tensorrt"
     ):
         load_runtime(tiny_artifact, backend="cuda")
     with pytest.raises(TrtQuantError, match=r"Unknown precision 'int4'"):
@@ -138,3 +140,26 @@ def test_manifest_records_what_the_graph_has(tiny_artifact: Path) -> None:
     assert all(len(record["sha256"]) == 64 for record in manifest.files.values())
     assert manifest.accuracy["examples"] == 32 and manifest.accuracy["mean_cosine"] > 0.99
     assert set(manifest.versions) >= {"torch", "transformers", "nvidia-modelopt", "onnx", "onnxruntime"}
+
+
+def test_dequantize_after_lookup_keeps_tables_int8_and_outputs_identical(tiny_artifact: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from trt_quant.runtime.ort import dequantize_after_lookup
+
+    shipped = onnx.load(str(tiny_artifact / INT8_ONNX))
+    model = onnx.load(str(tiny_artifact / INT8_ONNX))
+    assert dequantize_after_lookup(model) == 3  # word, position and token-type tables
+    onnx.checker.check_model(model)
+    producers = {output: node for node in model.graph.node for output in node.output}
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    gathered = [node.input[0] for node in model.graph.node if node.op_type == "Gather"]
+    assert all(producers[name].op_type != "DequantizeLinear" for name in gathered if name in producers)
+    tables = [initializers[name] for name in gathered if name.endswith("_int8")]
+    assert len(tables) == 3 and all(t.data_type == onnx.TensorProto.INT8 for t in tables)
+    assert len(model.SerializeToString()) < 1.02 * len(shipped.SerializeToString())
+    feeds = load_runtime(tiny_artifact, backend="onnxruntime").tokenize(sentences(6, seed=2))
+    expected = ort.InferenceSession(shipped.SerializeToString()).run(None, feeds)
+    got = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    np.testing.assert_array_equal(got[0], expected[0])

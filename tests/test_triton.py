@@ -20,7 +20,7 @@ from tiny_models import sentences
 from trt_quant.artifacts import ENGINE, INT8_ONNX, load_manifest, write_manifest
 from trt_quant.errors import ArtifactError, TrtQuantError
 from trt_quant.runtime import load_runtime
-from trt_quant.runtime.ort import create_session, fold_lookup_dequantization
+from trt_quant.runtime.ort import create_session, dequantize_after_lookup
 from trt_quant.triton import validate_repository, write_triton_repository
 from trt_quant.triton.repository import tokenizer_source
 
@@ -173,8 +173,8 @@ def test_onnxruntime_repository_configs(onnx_repo: Path, tiny_artifact: Path) ->
     )
     served = onnx.load(str(onnx_repo / f"{NAME}_model" / "1" / "model.onnx"))
     original = onnx.load(str(tiny_artifact / INT8_ONNX))
-    folded = fold_lookup_dequantization(original)
-    assert folded > 0 and served.graph == original.graph  # embedding dequantization folded in, nothing else
+    moved = dequantize_after_lookup(original)
+    assert moved > 0 and served.graph == original.graph  # tables dequantized after the lookup, nothing else
 
     tokenizer = parse(onnx_repo / f"{NAME}_tokenizer" / "config.pbtxt")
     assert (tokenizer.backend, tokenizer.platform, tokenizer.max_batch_size) == ("python", "", 4)

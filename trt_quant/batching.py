@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cpuinfo import CpuInfo, cpu_info
 from .errors import TrtQuantError
 
 if TYPE_CHECKING:
@@ -127,10 +128,11 @@ def padding_benchmark(
     return rows
 
 
-def padding_table(rows: list[PaddingRow], threads: int) -> str:
-    """The padding benchmark as a Markdown table."""
+def padding_table(rows: list[PaddingRow], threads: int, cpu: CpuInfo | None = None) -> str:
+    """The padding benchmark as a Markdown table, under the thread count and the CPU (default: this one)."""
     lines = [
         f"threads: {threads}",
+        f"cpu: {(cpu or cpu_info()).summary()}",
         "",
         "| precision | padding | texts | batch | seconds | texts/s | computed tokens | padding share |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import Manifest
+from .cpuinfo import CpuInfo, cpu_info
 from .runtime.base import Runtime
 
 
@@ -153,10 +154,12 @@ def benchmark(
     return rows
 
 
-def markdown_table(rows: list[BenchRow], threads: int) -> str:
-    """The benchmark as a Markdown table (latency in ms, throughput in sequences/s, cosine vs float)."""
+def markdown_table(rows: list[BenchRow], threads: int, cpu: CpuInfo | None = None) -> str:
+    """The benchmark as a Markdown table (latency in ms, throughput in sequences/s, cosine vs float), under
+    the thread count and the CPU it ran on (default: this one)."""
     lines = [
         f"threads: {threads}",
+        f"cpu: {(cpu or cpu_info()).summary()}",
         "",
         "| variant | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | cosine mean | cosine min |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -205,10 +208,14 @@ def plot_rows(rows: list[BenchRow], directory: Path) -> list[Path]:
     return written
 
 
-def write_report(rows: list[BenchRow], directory: Path, threads: int) -> list[Path]:
-    """Save the table as Markdown and JSON and the plots as PNG into ``directory``; return the paths."""
+def write_report(
+    rows: list[BenchRow], directory: Path, threads: int, cpu: CpuInfo | None = None
+) -> list[Path]:
+    """Save the table as Markdown and JSON (with the CPU it ran on) and the plots as PNG into ``directory``;
+    return the paths."""
+    cpu = cpu or cpu_info()
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "bench.md").write_text(markdown_table(rows, threads), encoding="utf-8")
-    payload = {"threads": threads, "rows": [row.as_dict() for row in rows]}
+    (directory / "bench.md").write_text(markdown_table(rows, threads, cpu), encoding="utf-8")
+    payload = {"threads": threads, "cpu": cpu.as_dict(), "rows": [row.as_dict() for row in rows]}
     (directory / "bench.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return [directory / "bench.md", directory / "bench.json", *plot_rows(rows, directory)]

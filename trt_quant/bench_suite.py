@@ -15,21 +15,34 @@ from .artifacts import Manifest, load_manifest
 from .baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
 from .batching import PaddingRow, padding_benchmark, padding_table
 from .bench import BenchRow, Variant, benchmark, synthetic_feeds, write_report
+from .cpuinfo import CpuInfo, cpu_info
 from .data import TextData, batched, read_texts
 from .errors import TrtQuantError
-from .runtime import load_runtime
+from .runtime import OpenVinoRuntime, load_runtime
+from .runtime.openvino import openvino_available
 
-VARIANTS = ("pytorch-fp32", "pytorch-dynamic-int8", "ort-fp32", "ort-dynamic-int8", "trt-quant-int8")
+OPENVINO_VARIANTS = ("openvino-float", "openvino-fp32", "trt-quant-int8-openvino")
+"""OpenVINO on the float ONNX at its default precision (bf16 where the CPU has it) and at f32, and on
+trt-quant's INT8 ONNX; run only where the ``openvino`` extra is installed."""
+VARIANTS = (
+    "pytorch-fp32",
+    "pytorch-dynamic-int8",
+    "ort-fp32",
+    "ort-dynamic-int8",
+    "trt-quant-int8",
+    *OPENVINO_VARIANTS,
+)
 ACCURACY_TEXTS = 96
 
 
 @dataclass
 class BenchResult:
-    """Rows of the benchmark, the thread count used and the files written."""
+    """Rows of the benchmark, the thread count used, the files written and the CPU it ran on."""
 
     rows: list[BenchRow]
     threads: int
     files: list[Path]
+    cpu: CpuInfo
 
 
 def _variant(name: str, artifact: Path, manifest: Manifest, threads: int, workdir: Path) -> Variant:
@@ -46,6 +59,11 @@ def _variant(name: str, artifact: Path, manifest: Manifest, threads: int, workdi
         )
     if name == "trt-quant-int8":  # the runtime users get: also decides exact vs fast integer kernels
         return Variant(name, load_runtime(artifact, backend="onnxruntime", threads=threads).run)
+    if name in OPENVINO_VARIANTS:
+        precision = "int8" if name == "trt-quant-int8-openvino" else "float"
+        inference = "f32" if name == "openvino-fp32" else None
+        runtime = OpenVinoRuntime(artifact, manifest, precision, threads, inference_precision=inference)
+        return Variant(name, runtime.run)
     raise TrtQuantError(f"Unknown benchmark variant '{name}': use any of {', '.join(VARIANTS)}.")
 
 
@@ -71,8 +89,9 @@ def run_benchmark(
     """Benchmark ``variants`` of an artifact's model over batch sizes and sequence lengths.
 
     Accuracy is each variant's cosine against PyTorch float32 (ONNX Runtime float32 when the source model
-    is not at hand) on real sentences (``texts``, default: the built-in held-out sentences). Writes
-    bench.md, bench.json and two PNG plots into ``output`` (default: ARTIFACT/bench).
+    is not at hand) on real sentences (``texts``, default: the built-in held-out sentences). OpenVINO
+    variants are left out where the ``openvino`` extra is not installed. Writes bench.md, bench.json (with
+    the CPU's name and flags) and two PNG plots into ``output`` (default: ARTIFACT/bench).
     """
     from .demo import builtin_text
 
@@ -82,6 +101,8 @@ def run_benchmark(
     torch.set_num_threads(threads)
     if not Path(manifest.source_model).exists():
         variants = tuple(v for v in variants if not v.startswith("pytorch"))
+    if not openvino_available():
+        variants = tuple(v for v in variants if v not in OPENVINO_VARIANTS)
     if any(sequence > manifest.max_length for sequence in sequences):
         raise TrtQuantError(
             f"A sequence length is above the model's maximum of {manifest.max_length}: use shorter --seq."
@@ -104,8 +125,9 @@ def run_benchmark(
             warmup,
             iterations,
         )
-    files = write_report(rows, Path(output) if output else directory / "bench", threads)
-    return BenchResult(rows, threads, files)
+    cpu = cpu_info()
+    files = write_report(rows, Path(output) if output else directory / "bench", threads, cpu)
+    return BenchResult(rows, threads, files, cpu)
 
 
 def run_padding_benchmark(
@@ -135,7 +157,8 @@ def run_padding_benchmark(
     rows = padding_benchmark(runtimes, data.texts, batch_size, max_length)
     report = Path(output) if output else directory / "bench"
     report.mkdir(parents=True, exist_ok=True)
-    (report / "padding.md").write_text(padding_table(rows, threads), encoding="utf-8")
-    payload = {"threads": threads, "rows": [row.as_dict() for row in rows]}
+    cpu = cpu_info()
+    (report / "padding.md").write_text(padding_table(rows, threads, cpu), encoding="utf-8")
+    payload = {"threads": threads, "cpu": cpu.as_dict(), "rows": [row.as_dict() for row in rows]}
     (report / "padding.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return rows, threads, [report / "padding.md", report / "padding.json"]

@@ -299,7 +299,9 @@ def evaluate(
     text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Column holding the second text.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding gold labels or scores.")] = None,
-    backend: Annotated[str, typer.Option(help="INT8 backend: auto, onnxruntime or tensorrt.")] = "auto",
+    backend: Annotated[
+        str, typer.Option(help="INT8 backend: auto, onnxruntime, openvino or tensorrt.")
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 32,
     max_length: Annotated[
         int | None, typer.Option(help="Truncation length (default: the model's maximum).")
@@ -430,7 +432,9 @@ def bench(
         verify=verify,
         text_column=text_column,
     )
-    console.print(markdown_table(result.rows, result.threads), markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        markdown_table(result.rows, result.threads, result.cpu), markup=False, highlight=False, soft_wrap=True
+    )
     files = result.files
     if padding_batch:
         rows, used, written = run_padding_benchmark(

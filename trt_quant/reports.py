@@ -76,13 +76,16 @@ def convert_summary(report: ConvertReport) -> Table:
 
 
 def demo_table(result: DemoResult) -> Table:
-    """Float vs INT8: file size, cosine on held-out sentences, ONNX Runtime latency."""
+    """Float vs INT8: file size, cosine on held-out sentences, latency of float32 on ONNX Runtime and of INT8
+    on the fastest CPU backend (each INT8 backend's p50 in its own row), on the CPU named in the caption."""
     manifest = result.report.manifest
     sizes, accuracy = manifest.sizes, manifest.accuracy
     table = Table(
-        title=f"float vs INT8, ONNX Runtime CPU, batch {result.float_latency.batch}, "
-        f"sequence {result.float_latency.sequence}",
+        title=f"float32 (ONNX Runtime) vs INT8 (fastest CPU backend: {result.fastest_backend}), "
+        f"batch {result.float_latency.batch}, sequence {result.float_latency.sequence}",
+        caption=f"cpu: {result.cpu.summary()}",
         title_justify="left",
+        caption_justify="left",
     )
     for column in ("", "float32", "INT8 (trt-quant)", "INT8 / float"):
         table.add_column(column)
@@ -111,6 +114,13 @@ def demo_table(result: DemoResult) -> Table:
         f"{q.throughput:.1f} seq/s",
         f"{q.throughput / fl.throughput:.2f}x",
     )
+    for backend, latency in result.int8_latencies.items():
+        table.add_row(
+            f"INT8 p50 on {backend}",
+            "",
+            f"{latency.p50_ms:.1f} ms",
+            f"{fl.p50_ms / latency.p50_ms:.2f}x faster",
+        )
     return table
 
 

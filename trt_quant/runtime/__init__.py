@@ -1,4 +1,4 @@
-"""Runtimes that execute a converted model: ONNX Runtime on CPU, TensorRT on NVIDIA GPUs."""
+"""Runtimes that execute a converted model: ONNX Runtime or OpenVINO on CPU, TensorRT on NVIDIA GPUs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 from ..artifacts import ENGINE, load_manifest
 from ..errors import EngineMismatchError, TrtQuantError
 from .base import Runtime
+from .openvino import OpenVinoRuntime, openvino_exact
 from .ort import PRECISION_FILES, OrtRuntime
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 
 
 def load_runtime(
@@ -23,10 +24,11 @@ def load_runtime(
     """Open an artifact directory for inference.
 
     ``backend="auto"`` uses TensorRT when the artifact has an engine and a GPU with TensorRT is present,
-    else ONNX Runtime on CPU; it also falls back to ONNX Runtime, with a warning, when the engine was built
-    for another GPU or TensorRT version (``backend="tensorrt"`` raises then). ``precision`` picks the INT8
-    or the float ONNX graph (ONNX Runtime only). ``verify`` checks every file against the manifest's
-    checksums first.
+    else OpenVINO on CPU when it is installed (the ``openvino`` extra), ``precision`` is INT8 and its integer
+    GEMMs cannot saturate (a VNNI CPU, or 7-bit weights), else ONNX Runtime. It also falls back to a CPU
+    backend, with a warning, when the engine was built for another GPU or TensorRT version
+    (``backend="tensorrt"`` raises then). ``precision`` picks the INT8 or the float ONNX graph (CPU backends
+    only). ``verify`` checks every file against the manifest's checksums first.
     """
     if backend not in BACKENDS:
         raise TrtQuantError(f"Unknown backend '{backend}': use one of {', '.join(BACKENDS)}.")
@@ -41,13 +43,15 @@ def load_runtime(
             try:
                 return TensorRTRuntime(path, manifest)
             except EngineMismatchError as error:
-                warnings.warn(f"{error} Running on ONNX Runtime (CPU) instead.", stacklevel=2)
-        backend = "onnxruntime"
+                warnings.warn(f"{error} Running on the CPU instead.", stacklevel=2)
+        backend = "openvino" if precision == "int8" and openvino_exact(manifest) else "onnxruntime"
     if backend == "tensorrt":
         from .trt import TensorRTRuntime
 
         return TensorRTRuntime(path, manifest)
+    if backend == "openvino":
+        return OpenVinoRuntime(path, manifest, precision=precision, threads=threads)
     return OrtRuntime(path, manifest, precision=precision, threads=threads)
 
 
-__all__ = ["BACKENDS", "OrtRuntime", "Runtime", "load_runtime"]
+__all__ = ["BACKENDS", "OpenVinoRuntime", "OrtRuntime", "Runtime", "load_runtime"]

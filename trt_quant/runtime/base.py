@@ -1,4 +1,4 @@
-"""The ``Runtime`` interface shared by the ONNX Runtime and TensorRT backends."""
+"""The ``Runtime`` interface shared by the ONNX Runtime, OpenVINO and TensorRT backends."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from ..artifacts import FLOAT_ONNX, INT8_ONNX, TRT_ONNX, Manifest
 from ..errors import ArtifactError
@@ -87,8 +87,72 @@ def fold_lookup_dequantization(model: onnx.ModelProto) -> int:
     return folded
 
 
+def dequantize_after_lookup(model: onnx.ModelProto) -> int:
+    """Move the DequantizeLinear of each INT8 lookup table behind its Gathers; return how many tables.
+
+    DequantizeLinear(table) -> Gather(ids) becomes Gather(table, ids) -> Cast -> Mul by the looked-up rows'
+    scales: the table stays INT8 (the file stays small) and each call dequantizes only the rows it looks
+    up, in any ONNX runtime. Values are identical (zero points are 0; tables with others are left alone).
+    """
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    moved = 0
+    for node in list(graph.node):
+        if node.op_type != "DequantizeLinear" or not all(name in initializers for name in node.input):
+            continue
+        gathers = readers.get(node.output[0], [])
+        if not gathers or any(
+            reader.op_type != "Gather" or reader.input[0] != node.output[0] or _axis(reader, 0) != 0
+            for reader in gathers
+        ):
+            continue
+        table, scale = (initializers[name] for name in node.input[:2])
+        zero = numpy_helper.to_array(initializers[node.input[2]]) if len(node.input) > 2 else np.zeros(1)
+        scales = numpy_helper.to_array(scale)
+        if np.any(zero != 0) or (scales.size > 1 and _axis(node, 1) != 0):
+            continue
+        rows = f"{node.output[0]}_row_scale"
+        graph.initializer.append(
+            numpy_helper.from_array(scales.reshape(-1, 1) if scales.size > 1 else scales, rows)
+        )
+        for gather in gathers:
+            ids, output = gather.input[1], gather.output[0]
+            position = list(graph.node).index(gather)
+            graph.node.remove(gather)
+            new = [
+                helper.make_node("Gather", [table.name, ids], [f"{output}_int8"], name=f"{gather.name}_int8"),
+                helper.make_node("Cast", [f"{output}_int8"], [f"{output}_float"], to=onnx.TensorProto.FLOAT),
+            ]
+            factor = rows
+            if scales.size > 1:
+                factor = f"{output}_scale"
+                new.append(helper.make_node("Gather", [rows, ids], [factor], name=f"{gather.name}_scale"))
+            new.append(
+                helper.make_node(
+                    "Mul", [f"{output}_float", factor], [output], name=f"{gather.name}_dequantize"
+                )
+            )
+            for offset, item in enumerate(new):
+                graph.node.insert(position + offset, item)
+        graph.node.remove(node)
+        for name in node.input[1:]:
+            if len(readers[name]) == 1:
+                graph.initializer.remove(initializers[name])
+        moved += 1
+    return moved
+
+
+def _axis(node: onnx.NodeProto, default: int) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), default)
+
+
 def create_session(path: Path, threads: int | None = None, exact_int8: bool | None = None) -> object:
-    """Open an ONNX file in an ONNX Runtime CPU session; a corrupt file is an ``ArtifactError``."""
+    """Open an ONNX file in an ONNX Runtime CPU session, INT8 lookup tables dequantized after the lookup
+    (ONNX Runtime would dequantize the whole table every call); a corrupt file is an ``ArtifactError``."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -96,7 +160,8 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
         raise ArtifactError(f"ONNX file {path} does not exist: convert the model again.")
     try:
         model = onnx.load(str(path))
-        fold_lookup_dequantization(model)
+        dequantize_after_lookup(model)
+        fold_lookup_dequantization(model)  # tables with zero points or per-column scales, if any
         return ort.InferenceSession(
             model.SerializeToString(),
             session_options(threads, exact_int8),

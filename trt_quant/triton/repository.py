@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..artifacts import ENGINE, INT8_ONNX, TOKENIZER_DIR, Manifest, load_manifest, staged_directory
 from ..errors import ArtifactError, TrtQuantError
-from ..runtime.ort import fold_lookup_dequantization
+from ..runtime.ort import dequantize_after_lookup, fold_lookup_dequantization
 from .configs import (
     ONNX_PLATFORM,
     PAIR_INPUT,
@@ -187,15 +187,16 @@ def check_scheduling(scheduling: Scheduling) -> None:
 
 
 def copy_onnx(source: Path, target: Path) -> None:
-    """Copy the INT8 graph with its embedding tables' dequantization folded in once (values unchanged).
+    """Copy the INT8 graph with its embedding tables dequantized after the lookup (values unchanged).
 
-    trt-quant's own runtime folds it when it opens a session; Triton's ONNX Runtime backend cannot, and
-    would dequantize every embedding table on every request.
+    trt-quant's own runtime does this when it opens a session; Triton's ONNX Runtime backend cannot, and
+    would dequantize every whole embedding table on every request. The tables stay INT8 in the copy.
     """
     import onnx
 
     model = onnx.load(str(source))
-    fold_lookup_dequantization(model)
+    dequantize_after_lookup(model)
+    fold_lookup_dequantization(model)  # tables with zero points or per-column scales, if any
     onnx.save(model, str(target))
 
 
