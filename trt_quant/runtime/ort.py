@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from ..artifacts import FLOAT_ONNX, INT8_ONNX, Manifest
 from ..errors import ArtifactError
 from .base import Runtime
+
+if TYPE_CHECKING:
+    import onnx
 
 PRECISION_FILES = {"int8": INT8_ONNX, "float": FLOAT_ONNX}
 
@@ -59,6 +61,8 @@ def fold_lookup_dequantization(model: onnx.ModelProto) -> int:
     DequantizeLinear, so without this it would dequantize the whole table on every call. The values
     are identical; only the work moves from every call to session creation.
     """
+    from onnx import numpy_helper
+
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     readers: dict[str, list[onnx.NodeProto]] = {}
@@ -95,10 +99,8 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
     if not path.is_file():
         raise ArtifactError(f"ONNX file {path} does not exist: convert the model again.")
     try:
-        model = onnx.load(str(path))
-        fold_lookup_dequantization(model)
         return ort.InferenceSession(
-            model.SerializeToString(),
+            _graph_bytes(path),
             session_options(threads, exact_int8),
             providers=["CPUExecutionProvider"],
         )
@@ -107,6 +109,18 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
             f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:160]}): the file is corrupt or truncated, "
             "convert the model again."
         ) from exc
+
+
+def _graph_bytes(path: Path) -> bytes:
+    """The graph with its lookup dequantization folded; as stored where onnx is not installed (Triton's
+    Python-backend environment, whose repository stores the graph already folded)."""
+    try:
+        import onnx
+    except ImportError:
+        return path.read_bytes()
+    model = onnx.load(str(path))
+    fold_lookup_dequantization(model)
+    return model.SerializeToString()
 
 
 class OrtRuntime(Runtime):

@@ -173,6 +173,26 @@ def model_config(
     return render(message)
 
 
+def python_model_config(
+    name: str,
+    inputs: Sequence[TensorConfig],
+    outputs: Sequence[TensorConfig],
+    scheduling: Scheduling,
+    parameters: Mapping[str, str],
+) -> str:
+    """``config.pbtxt`` of the encoder in the Python backend (trt-quant's runtime inside Triton)."""
+    message: dict[str, Any] = {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": scheduling.max_batch,
+        "input": [tensor.message() for tensor in inputs],
+        "output": [tensor.message() for tensor in outputs],
+        "parameters": _map({key: {"string_value": value} for key, value in parameters.items()}),
+    }
+    message.update({key: value for key, value in scheduling.fields().items() if key != "max_batch_size"})
+    return render(message)
+
+
 def tokenizer_config(
     name: str, outputs: Sequence[TensorConfig], scheduling: Scheduling, parameters: Mapping[str, str]
 ) -> str:

@@ -3,12 +3,14 @@
 Inputs: ``TEXT`` (TYPE_STRING, one text per batch row) and the optional ``TEXT_PAIR`` (second texts, e.g.
 question + context). Outputs: one tensor per output of ``config.pbtxt`` (the encoder's inputs), cast to
 the dtype declared there. Settings come from the ``parameters`` of ``config.pbtxt``: ``max_length``
-(truncation limit), ``text_input`` and ``pair_input`` (input names). The tokenizer files live in
-``1/tokenizer`` next to this file.
+(truncation limit), ``buckets`` (the padded lengths, comma-separated, the last one ``max_length``),
+``text_input`` and ``pair_input`` (input names). The tokenizer files live in ``1/tokenizer`` next to
+this file.
 
-All requests of one ``execute`` call are tokenized together (those with second texts apart from those
-without), padded to the longest sequence among them, so the encoder's dynamic batcher can merge them.
-A request with empty or non-UTF-8 text gets an error response; the others are still answered.
+Each request is padded to the shortest bucket that holds its longest text. Triton's dynamic batcher
+merges only requests of equal shapes, so a few bucket lengths let the encoder batch requests of
+different lengths. A request with empty or non-UTF-8 text gets an error response; the others are still
+answered.
 """
 
 import json
@@ -27,6 +29,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.max_length = int(parameters["max_length"])
+        self.buckets = sorted(int(length) for length in parameters["buckets"].split(","))
         self.text_input = parameters["text_input"]
         self.pair_input = parameters["pair_input"]
         self.outputs = [
@@ -62,7 +65,12 @@ class TritonPythonModel:
 
     def _read(self, request: "pb_utils.InferenceRequest") -> tuple[list[str], list[str] | None]:
         """The texts (and second texts, or None) of one request; ValueError names what is wrong."""
-        texts = _decode(pb_utils.get_input_tensor_by_name(request, self.text_input), self.text_input)
+        text_tensor = pb_utils.get_input_tensor_by_name(request, self.text_input)
+        if text_tensor is None:
+            raise ValueError(f"Input {self.text_input} is missing: send the texts as {self.text_input}.")
+        texts = _decode(text_tensor, self.text_input)
+        if not texts:
+            raise ValueError(f"{self.text_input} holds no texts: send at least one.")
         pair_tensor = pb_utils.get_input_tensor_by_name(request, self.pair_input)
         if pair_tensor is None:
             return texts, None
@@ -75,21 +83,25 @@ class TritonPythonModel:
         return texts, pairs
 
     def _encode(self, members: list[tuple], responses: list) -> None:
-        """Tokenize the texts of ``members`` in one call and answer each request with its rows."""
+        """Tokenize the texts of ``members`` in one call; answer each request with its rows, padded to
+        its bucket."""
         texts = [text for _, request_texts, _ in members for text in request_texts]
         pairs = (
             None
             if members[0][2] is None
             else [pair for _, _, request_pairs in members for pair in request_pairs]
         )
-        encoded = self.tokenizer(
-            texts, pairs, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-        )
-        arrays = [(name, _column(encoded, name).astype(dtype)) for name, dtype in self.outputs]
+        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
         start = 0
         for index, request_texts, _ in members:
             stop = start + len(request_texts)
-            tensors = [pb_utils.Tensor(name, array[start:stop]) for name, array in arrays]
+            rows = {field: values[start:stop] for field, values in encoded.items()}
+            longest = max(len(ids) for ids in rows["input_ids"])
+            length = next(bucket for bucket in self.buckets if bucket >= longest)
+            padded = self.tokenizer.pad(rows, padding="max_length", max_length=length, return_tensors="np")
+            tensors = [
+                pb_utils.Tensor(name, _column(padded, name).astype(dtype)) for name, dtype in self.outputs
+            ]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
 
@@ -110,7 +122,7 @@ def _decode(tensor: "pb_utils.Tensor", name: str) -> list[str]:
     return texts
 
 
-def _column(encoded: dict, name: str) -> np.ndarray:
+def _column(encoded: "transformers.BatchEncoding", name: str) -> np.ndarray:
     """One tokenizer output; token type ids default to zeros, as the encoder was exported with."""
     if name in encoded:
         return encoded[name]
