@@ -75,8 +75,11 @@ class TensorConfig:
         return fields
 
 
+# TEXT is required by the tokenizer, which answers its absence with an error naming it; declared optional
+# because Triton 2.51 only counts a request's inputs, so a request with TEXT_PAIR alone would otherwise pass
+# its checks and stall the ensemble ("unexpected deadlock") instead of reaching the tokenizer.
 TEXT_TENSORS = (
-    TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,)),
+    TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,), optional=True),
     TensorConfig(PAIR_INPUT, "TYPE_STRING", (1,), optional=True),
 )
 
