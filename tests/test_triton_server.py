@@ -165,7 +165,9 @@ def test_ensemble_returns_the_runtime_outputs(
     texts, pairs = sentences(5, seed=11), sentences(5, seed=12)
     assert_matches(infer(server, protocol, model, texts[:1]), runtime.run_text(texts[:1]))
     assert_matches(infer(server, protocol, model, texts), runtime.run_text(texts))
-    assert_matches(infer(server, protocol, model, texts[:3], pairs[:3]), runtime.run_text(texts[:3], pairs[:3]))
+    assert_matches(
+        infer(server, protocol, model, texts[:3], pairs[:3]), runtime.run_text(texts[:3], pairs[:3])
+    )
 
 
 # --- 2. concurrent requests are batched and answered correctly ------------------------------------------------
@@ -174,7 +176,7 @@ def test_ensemble_returns_the_runtime_outputs(
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     server: TritonServer, runtimes: dict[str, Any]
 ) -> None:
-    texts = sentences(64, seed=21)  # 3 to 30 words: both buckets (16 and 32 tokens) are used
+    texts = sentences(64, seed=21)  # 3 to 30 words: padded to 16, 32 or 64 tokens
     expected = [runtimes[CLS].run_text([text])["logits"] for text in texts]
     before = batch_counts(server, f"{CLS}_model")
     barrier = threading.Barrier(len(texts), timeout=TIMEOUT_S)
@@ -194,7 +196,9 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     for index, logits in enumerate(expected):
         np.testing.assert_allclose(answers[index], logits, rtol=0, atol=ATOL)
     after = batch_counts(server, f"{CLS}_model")
-    added = {size: count - before.get(size, 0) for size, count in after.items() if count > before.get(size, 0)}
+    added = {
+        size: count - before.get(size, 0) for size, count in after.items() if count > before.get(size, 0)
+    }
     assert sum(size * count for size, count in added.items()) == 64  # every request ran exactly once
     assert any(size > 1 for size in added), f"no batch merged two requests: {added}"
 
@@ -208,8 +212,16 @@ def bad_requests() -> list[tuple[str, list[Any], str]]:
         ("empty text", [text_input(http, "TEXT", [""])], "TEXT[0] is empty"),
         ("blank text", [text_input(http, "TEXT", ["fine", "   "])], "TEXT[1] is empty"),
         ("not UTF-8", [text_input(http, "TEXT", [b"\xffabc"])], "TEXT[0] is not valid UTF-8"),
-        ("no TEXT", [text_input(http, "TEXT_PAIR", ["only a pair"])], "Input TEXT is missing: send the texts as TEXT."),
-        ("empty pair", [text_input(http, "TEXT", ["a"]), text_input(http, "TEXT_PAIR", [""])], "TEXT_PAIR[0] is empty"),
+        (
+            "no TEXT",
+            [text_input(http, "TEXT_PAIR", ["only a pair"])],
+            "Input TEXT is missing: send the texts as TEXT.",
+        ),
+        (
+            "empty pair",
+            [text_input(http, "TEXT", ["a"]), text_input(http, "TEXT_PAIR", [""])],
+            "TEXT_PAIR[0] is empty",
+        ),
         ("TEXT as INT32", [text_input(http, "TEXT", [1], "INT32")], "expects 'BYTES'"),
         ("batch too large", [text_input(http, "TEXT", ["a"] * (MAX_BATCH + 1))], f"{MAX_BATCH}"),
     ]
@@ -227,17 +239,21 @@ def test_each_bad_request_gets_an_error_and_the_model_keeps_serving(
         assert_matches(infer(server, "http", CLS, good), runtimes[CLS].run_text(good))
     assert connection.is_model_ready(CLS) and connection.is_model_ready(f"{CLS}_model")
     long_text = " ".join(["model"] * 500)  # truncated at the model's maximum length, as the runtime does
-    assert_matches(infer(server, "http", CLS, [long_text, "short"]), runtimes[CLS].run_text([long_text, "short"]))
+    assert_matches(
+        infer(server, "http", CLS, [long_text, "short"]), runtimes[CLS].run_text([long_text, "short"])
+    )
 
 
 # --- 4. stopping the server mid-flight ------------------------------------------------------------------------
 
 
 def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` but Python bytecode caches: Triton's Python-backend stub writes
+    ``1/__pycache__/model.*.pyc`` next to each model.py whatever PYTHONDONTWRITEBYTECODE says."""
     return {
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and "__pycache__" not in path.parts
     }
 
 
@@ -309,7 +325,7 @@ def test_serve_command_answers_and_stops_cleanly(
         assert "Press Ctrl-C to stop." in printed, printed
         assert f"HTTP     http://127.0.0.1:{port}" in printed and f"gRPC     127.0.0.1:{port + 1}" in printed
         assert (
-            f"model    {CLS}: inputs TEXT (BYTES [-1, 1]), TEXT_PAIR (BYTES [-1, 1], optional); "
+            f"model    {CLS}: inputs TEXT (BYTES [-1, 1], optional), TEXT_PAIR (BYTES [-1, 1], optional); "
             "outputs logits (FP32 [-1, 3])"
         ) in printed
         connection = http.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=TIMEOUT_S)

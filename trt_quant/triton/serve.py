@@ -105,7 +105,7 @@ def serve(
             backend=backend,
             **repository_options,
         )
-        model = name or _ensemble_name(written)
+        model = name or ensemble_name(written)
         environment = None
         if tritonserver is None:
             echo("Preparing the Triton server environment (built with pip on first use, then cached)...")
@@ -129,7 +129,7 @@ def serve(
         echo("Stopped.")
 
 
-def _ensemble_name(repo: Path) -> str:
+def ensemble_name(repo: Path) -> str:
     """The ensemble of a repository written by trt-quant: the model directory whose config is an ensemble."""
     for config in sorted(repo.glob("*/config.pbtxt")):
         if 'platform: "ensemble"' in config.read_text(encoding="utf-8"):
