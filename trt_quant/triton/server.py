@@ -8,6 +8,7 @@ grace period, kills whatever is left of its process group. Every wait is bounded
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from .environment import ServerEnvironment
 LOOPBACK = "127.0.0.1"
 POLL_S = 0.25
 STUB_GRACE_S = 5.0
+PR_SET_PDEATHSIG = 1
 
 
 def group_processes(group: int) -> list[int]:
@@ -42,6 +44,15 @@ def group_processes(group: int) -> list[int]:
         if int(fields[2]) == group and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), so even a killed trt-quant leaves no server behind."""
+    _PRCTL[0](PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+_PRCTL: list[Any] = []  # libc's prctl, looked up before fork (no dynamic loading in the child)
 
 
 def _wait_until_gone(group: int, timeout_s: float) -> bool:
@@ -117,6 +128,8 @@ class TritonServer:
                 f"There is no tritonserver at {self.binary}: pass --tritonserver with its path."
             )
         env = self.environment.process_environment() if self.environment is not None else dict(os.environ)
+        if not _PRCTL:
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -125,6 +138,7 @@ class TritonServer:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         try:
             self.wait_ready(timeout_s)
