@@ -7,10 +7,11 @@ the dtype declared there. Settings come from the ``parameters`` of ``config.pbtx
 ``text_input`` and ``pair_input`` (input names). The tokenizer files live in ``1/tokenizer`` next to
 this file.
 
-Each request is padded to the shortest bucket that holds its longest text. Triton's dynamic batcher
-merges only requests of equal shapes, so a few bucket lengths let the encoder batch requests of
-different lengths. A request with empty or non-UTF-8 text gets an error response; the others are still
-answered.
+The requests of one ``execute`` call are tokenized together (those with second texts apart from those
+without) and padded to the shortest bucket that holds their longest text. Triton's dynamic batcher
+merges only requests of equal shapes: the requests of one call reach the encoder with one shape, and
+requests of different calls meet in a few shapes. A request with empty or non-UTF-8 text gets an error
+response; the others are still answered.
 """
 
 import json
@@ -83,8 +84,8 @@ class TritonPythonModel:
         return texts, pairs
 
     def _encode(self, members: list[tuple], responses: list) -> None:
-        """Tokenize the texts of ``members`` in one call; answer each request with its rows, padded to
-        its bucket."""
+        """Tokenize the texts of ``members`` in one call, pad them to the shortest bucket that holds the
+        longest, and answer each request with its rows."""
         texts = [text for _, request_texts, _ in members for text in request_texts]
         pairs = (
             None
@@ -92,16 +93,14 @@ class TritonPythonModel:
             else [pair for _, _, request_pairs in members for pair in request_pairs]
         )
         encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        longest = max(len(ids) for ids in encoded["input_ids"])
+        length = next(bucket for bucket in self.buckets if bucket >= longest)
+        padded = self.tokenizer.pad(encoded, padding="max_length", max_length=length, return_tensors="np")
+        arrays = [(name, _column(padded, name).astype(dtype)) for name, dtype in self.outputs]
         start = 0
         for index, request_texts, _ in members:
             stop = start + len(request_texts)
-            rows = {field: values[start:stop] for field, values in encoded.items()}
-            longest = max(len(ids) for ids in rows["input_ids"])
-            length = next(bucket for bucket in self.buckets if bucket >= longest)
-            padded = self.tokenizer.pad(rows, padding="max_length", max_length=length, return_tensors="np")
-            tensors = [
-                pb_utils.Tensor(name, _column(padded, name).astype(dtype)) for name, dtype in self.outputs
-            ]
+            tensors = [pb_utils.Tensor(name, array[start:stop]) for name, array in arrays]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
 
