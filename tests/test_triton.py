@@ -554,3 +554,13 @@ def test_client_sends_texts_and_prints_outputs_and_latency(
     assert re.search(
         r"latency over 4 requests of 1 texts \(http\): p50 [\d.]+ ms, p90 [\d.]+ ms, mean", printed
     )
+
+
+def test_serve_refuses_a_backend_the_built_in_server_lacks(tiny_artifact: Path, tmp_path: Path) -> None:
+    from trt_quant.triton.serve import serve
+
+    with pytest.raises(
+        TrtQuantError, match="has only the python backend, not onnxruntime: pass --backend python"
+    ):
+        serve(tiny_artifact, tmp_path / "repo", backend="onnxruntime")
+    assert not (tmp_path / "repo").exists()
