@@ -334,7 +334,7 @@ def test_serve_command_answers_and_stops_cleanly(
         assert "Press Ctrl-C to stop." in printed, printed
         assert f"HTTP     http://127.0.0.1:{port}" in printed and f"gRPC     127.0.0.1:{port + 1}" in printed
         assert (
-            f"model    {CLS}: inputs TEXT (BYTES [-1, 1], optional), TEXT_PAIR (BYTES [-1, 1], optional); "
+            f"model    {CLS}: inputs TEXT (BYTES [-1, 1]), TEXT_PAIR (BYTES [-1, 1], optional); "
             "outputs logits (FP32 [-1, 3])"
         ) in printed
         connection = http.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=TIMEOUT_S)

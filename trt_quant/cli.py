@@ -265,7 +265,7 @@ def serve(
         grpc_port=port + 1,
         metrics_port=port + 2,
         server_env=server_env,
-        echo=lambda text: console.print(text, markup=False, highlight=False),
+        echo=lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True),
         max_batch=max_batch,
         instances=instances,
         kind=kind,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrtQuantError
+from .configs import TEXT_INPUT
 from .environment import server_environment
 from .repository import write_triton_repository
 from .server import TritonServer
@@ -50,11 +51,9 @@ def signals_ignored() -> Iterator[None]:
 def describe(server: TritonServer, name: str) -> str:
     """Endpoints and the ensemble's inputs and outputs, as the server reports them."""
     metadata = server.get(f"models/{name}")
-    optional = {
-        tensor["name"]
-        for tensor in server.get(f"models/{name}/config").get("input", [])
-        if tensor.get("optional")
-    }
+    config = server.get(f"models/{name}/config")
+    # TEXT is declared optional only so that its absence reaches the tokenizer's error (configs.TEXT_TENSORS)
+    optional = {t["name"] for t in config.get("input", []) if t.get("optional") and t["name"] != TEXT_INPUT}
 
     def tensors(entries: list[dict[str, Any]]) -> str:
         return ", ".join(
