@@ -564,3 +564,27 @@ def test_serve_refuses_a_backend_the_built_in_server_lacks(tiny_artifact: Path, 
     ):
         serve(tiny_artifact, tmp_path / "repo", backend="onnxruntime")
     assert not (tmp_path / "repo").exists()
+
+
+def test_server_environment_paths_and_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sysconfig
+
+    from trt_quant.triton.environment import ServerEnvironment, default_root
+
+    monkeypatch.setenv("TRT_QUANT_TRITON_ENV", str(tmp_path / "env"))
+    assert default_root() == tmp_path / "env"
+    monkeypatch.delenv("TRT_QUANT_TRITON_ENV")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_root().parent == tmp_path / "cache" / "trt-quant"
+    environment = ServerEnvironment(tmp_path / "env")
+    assert not environment.is_built()  # nothing there yet
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/with/numpy2")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/lib/other")
+    variables = environment.process_environment()
+    assert "PYTHONPATH" not in variables and variables["PYTHONDONTWRITEBYTECODE"] == "1"
+    libraries = variables["LD_LIBRARY_PATH"].split(os.pathsep)
+    # this Python's libpython first (else the stub loads another one), the wheel's libraries, then the caller's
+    assert libraries[0] == sysconfig.get_config_var("LIBDIR")
+    assert libraries[1] == str(environment.site_packages / "nvidia_pytriton.libs")
+    assert libraries[-1] == "/usr/lib/other"
+    assert variables["PATH"].split(os.pathsep)[0] == str(tmp_path / "env" / "bin")
