@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/trt-quant demo --output engines/minilm
 
 test: $(STAMP)
+	$(BIN)/python -m trt_quant.triton.environment  # the Triton server the tests run (built once, cached)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

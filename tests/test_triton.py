@@ -1,12 +1,15 @@
-"""Triton repository: configs parsed with Triton's ModelConfig, validation, bad input, and the Python-backend
-tokenizer run against a stand-in for triton_python_backend_utils (tests/triton_stub)."""
+"""Triton repository: configs parsed with Triton's ModelConfig, validation, bad input, the Python-backend models'
+imports. What the models do on a server is tested on a real one in test_triton_server.py."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import io
+import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,19 +20,18 @@ import onnx
 import pytest
 from tiny_models import sentences
 
+import trt_quant
 from trt_quant.artifacts import ENGINE, INT8_ONNX, load_manifest, write_manifest
 from trt_quant.errors import ArtifactError, TrtQuantError
 from trt_quant.runtime import load_runtime
-from trt_quant.runtime.ort import create_session, dequantize_after_lookup
+from trt_quant.runtime.ort import dequantize_after_lookup
 from trt_quant.triton import validate_repository, write_triton_repository
-from trt_quant.triton.repository import tokenizer_source
+from trt_quant.triton.repository import runtime_model_source, tokenizer_source
 
 text_format = pytest.importorskip("google.protobuf.text_format")
-json_format = pytest.importorskip("google.protobuf.json_format")
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
 TESTS = Path(__file__).resolve().parent
-STUB = TESTS / "triton_stub" / "triton_python_backend_utils.py"
 CLIENT = TESTS.parent / "scripts" / "triton_client.py"
 NAME = "tiny"
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
@@ -90,62 +92,9 @@ def engine_artifact(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactor
     )
 
 
-@pytest.fixture
-def pb_utils(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The stand-in for triton_python_backend_utils, importable by model.py for this test only."""
-    module = load_module(STUB, "triton_python_backend_utils")
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def runtime(tiny_artifact: Path) -> Any:
     return load_runtime(tiny_artifact, backend="onnxruntime")
-
-
-def load_tokenizer_model(repo: Path, name: str = NAME) -> Any:
-    """Load and initialize ``<name>_tokenizer/1/model.py`` with the args Triton passes to initialize()."""
-    model_dir = repo / f"{name}_tokenizer"
-    module = load_module(model_dir / "1" / "model.py", f"{name}_tokenizer_model")
-    config = parse(model_dir / "config.pbtxt")
-    model = module.TritonPythonModel()
-    model.initialize(
-        {
-            "model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
-            "model_instance_kind": "CPU",
-            "model_instance_device_id": "0",
-            "model_repository": str(model_dir),
-            "model_version": "1",
-            "model_name": model_dir.name,
-        }
-    )
-    return model
-
-
-def text_request(pb_utils: ModuleType, texts: list[Any], pairs: list[Any] | None = None) -> Any:
-    def column(values: list[Any]) -> np.ndarray:
-        array = np.empty((len(values), 1), dtype=np.object_)
-        array[:, 0] = values
-        return array
-
-    inputs = [pb_utils.Tensor("TEXT", column(texts))]
-    if pairs is not None:
-        inputs.append(pb_utils.Tensor("TEXT_PAIR", column(pairs)))
-    return pb_utils.InferenceRequest(
-        inputs=inputs, requested_output_names=INPUTS, model_name=f"{NAME}_tokenizer"
-    )
-
-
-def arrays(response: Any) -> dict[str, np.ndarray]:
-    assert not response.has_error(), response.error().message()
-    return {tensor.name(): tensor.as_numpy() for tensor in response.output_tensors()}
-
-
-def assert_same_encoding(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
-    assert sorted(actual) == sorted(expected)
-    for name, array in expected.items():
-        assert actual[name].dtype == array.dtype, name
-        np.testing.assert_array_equal(actual[name], array, err_msg=name)
 
 
 # --- repository layout and configs -------------------------------------------------------------------------
@@ -179,12 +128,17 @@ def test_onnxruntime_repository_configs(onnx_repo: Path, tiny_artifact: Path) ->
     tokenizer = parse(onnx_repo / f"{NAME}_tokenizer" / "config.pbtxt")
     assert (tokenizer.backend, tokenizer.platform, tokenizer.max_batch_size) == ("python", "", 4)
     assert tensors(tokenizer.input) == [
-        ("TEXT", "TYPE_STRING", [1], False),
+        ("TEXT", "TYPE_STRING", [1], True),  # optional so that its absence reaches the tokenizer's error
         ("TEXT_PAIR", "TYPE_STRING", [1], True),
     ]
     assert tensors(tokenizer.output) == tensors(model.input)
     parameters = {key: value.string_value for key, value in tokenizer.parameters.items()}
-    assert parameters == {"max_length": "64", "text_input": "TEXT", "pair_input": "TEXT_PAIR"}
+    assert parameters == {
+        "max_length": "64",
+        "buckets": "16,32,64",
+        "text_input": "TEXT",
+        "pair_input": "TEXT_PAIR",
+    }
     assert tokenizer.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     version = onnx_repo / f"{NAME}_tokenizer" / "1"
     assert (version / "model.py").read_text(encoding="utf-8") == tokenizer_source()
@@ -209,6 +163,67 @@ def test_onnxruntime_repository_configs(onnx_repo: Path, tiny_artifact: Path) ->
     assert "tritonserver --model-repository=/models" in readme
     assert f"scripts/triton_client.py --model {NAME}" in readme
     assert "--gpus all" not in readme and "without AVX-VNNI" in readme
+
+
+def test_python_backend_repository_runs_trt_quants_runtime(
+    tiny_artifact: Path, engine_artifact: Path, tmp_path: Path
+) -> None:
+    repo = write_triton_repository(tiny_artifact, tmp_path / "repo", name=NAME, backend="python", max_batch=4)
+    model = parse(repo / f"{NAME}_model" / "config.pbtxt")
+    assert (model.backend, model.platform, model.max_batch_size) == ("python", "", 4)
+    assert tensors(model.input) == [(name, "TYPE_INT64", [-1], False) for name in INPUTS]
+    assert tensors(model.output) == [("logits", "TYPE_FP32", [3], False)]
+    assert {key: value.string_value for key, value in model.parameters.items()} == {"artifact": "artifact"}
+    assert model.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    version = repo / f"{NAME}_model" / "1"
+    assert (version / "model.py").read_text(encoding="utf-8") == runtime_model_source()
+    package = Path(trt_quant.__file__).parent
+    assert (version / "trt_quant" / "runtime" / "ort.py").read_bytes() == (
+        package / "runtime" / "ort.py"
+    ).read_bytes()
+    assert not list((version / "trt_quant").rglob("__pycache__"))
+    assert sorted(path.name for path in (version / "artifact").iterdir()) == ["manifest.json", INT8_ONNX]
+    served = onnx.load(str(version / "artifact" / INT8_ONNX))
+    original = onnx.load(str(tiny_artifact / INT8_ONNX))
+    assert dequantize_after_lookup(original) > 0 and served.graph == original.graph
+    assert validate_repository(repo) == []
+    assert "--backend python" in (repo / "README.md").read_text(encoding="utf-8")
+
+    # a GPU instance runs the artifact's engine, so it needs one and follows its profiles
+    with pytest.raises(
+        ArtifactError, match=r"has no model\.plan, which GPU instances of the python backend run"
+    ):
+        write_triton_repository(tiny_artifact, tmp_path / "gpu", backend="python", kind="gpu")
+    repo = write_triton_repository(engine_artifact, tmp_path / "gpu", name=NAME, backend="python", kind="gpu")
+    artifact = repo / f"{NAME}_model" / "1" / "artifact"
+    assert (artifact / ENGINE).read_bytes() == b"plan-a"
+    assert parse(repo / f"{NAME}_model" / "config.pbtxt").instance_group[0].kind == (
+        model_config_pb2.ModelInstanceGroup.KIND_GPU
+    )
+    assert parse(repo / f"{NAME}_tokenizer" / "config.pbtxt").parameters["buckets"].string_value == "16,32,64"
+
+
+def test_runtime_in_the_python_backend_needs_no_torch_nor_onnx(
+    tiny_artifact: Path, runtime: Any, tmp_path: Path
+) -> None:
+    """What the Python-backend model imports runs with torch, Model Optimizer and onnx unimportable."""
+    texts = sentences(3, seed=5)
+    feeds = runtime.tokenize(texts)
+    script = (
+        "import sys, numpy as np\n"
+        "for blocked in ('torch', 'modelopt', 'onnx'): sys.modules[blocked] = None\n"
+        "from trt_quant.runtime import load_runtime\n"
+        f"runtime = load_runtime({str(tiny_artifact)!r}, backend='onnxruntime', verify=False)\n"
+        f"feeds = dict(np.load({str(tmp_path / 'feeds.npz')!r}))\n"
+        "np.save(sys.stdout.buffer, runtime.run(feeds)['logits'])\n"
+    )
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, env=env, timeout=120, check=True
+    )
+    logits = np.load(io.BytesIO(done.stdout))
+    np.testing.assert_allclose(logits, runtime.run(feeds)["logits"], rtol=1e-5, atol=1e-6)
 
 
 def test_tensorrt_repository_follows_engine_profiles(engine_artifact: Path, tmp_path: Path) -> None:
@@ -438,129 +453,53 @@ def test_tokenizer_model_imports_only_what_the_server_has() -> None:
     assert imported == {"json", "numpy", "transformers", "triton_python_backend_utils"}
 
 
-def test_tokenizer_model_matches_runtime_tokenizer(
-    onnx_repo: Path, runtime: Any, pb_utils: ModuleType
+def test_runtime_model_imports_trt_quant_from_its_own_folder() -> None:
+    tree = ast.parse(runtime_model_source())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported == {
+        "json",
+        "os",
+        "sys",
+        "numpy",
+        "torch",  # only on GPU instances, for the device
+        "triton_python_backend_utils",
+        "trt_quant.errors",
+        "trt_quant.runtime",
+    }
+
+
+def tokenizer_function(name: str) -> Any:
+    """A plain function of the tokenizer's model.py (which imports Triton's module at its top), alone."""
+    tree = ast.parse(tokenizer_source())
+    [function] = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name]
+    namespace: dict[str, Any] = {}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), "model.py", "exec"), namespace)
+    return namespace[name]
+
+
+@pytest.mark.parametrize(
+    ("length", "ranges", "padded"),
+    [
+        (5, [], 5),
+        (5, [(16, 64)], 16),
+        (20, [(16, 64)], 20),
+        (5, [(1, 8), (16, 64)], 5),
+        (10, [(1, 8), (16, 64)], 16),
+    ],
+)
+def test_tokenizer_pads_a_bucket_up_to_the_engine_profile_minimum(
+    length: int, ranges: list[tuple[int, int]], padded: int
 ) -> None:
-    model = load_tokenizer_model(onnx_repo)
-    texts = [*sentences(4), " ".join(["word"] * 100)]
-    [single] = model.execute([text_request(pb_utils, texts)])
-    encoded = arrays(single)
-    assert_same_encoding(encoded, runtime.tokenize(texts))
-    assert encoded["input_ids"].shape == (5, 64)  # the 100-word text is truncated at max_length
-
-    pairs = sentences(5, seed=1)
-    [paired] = model.execute([text_request(pb_utils, texts, pairs)])
-    encoded = arrays(paired)
-    assert_same_encoding(encoded, runtime.tokenize(texts, pairs))
-    assert encoded["token_type_ids"].max() == 1
-
-    # requests batched into one execute() share one padding length and keep their order
-    first, second, third = model.execute(
-        [
-            text_request(pb_utils, texts[:2]),
-            text_request(pb_utils, texts[2:3], pairs[2:3]),
-            text_request(pb_utils, texts[3:]),
-        ]
-    )
-    expected = runtime.tokenize(texts[:2] + texts[3:])
-    merged = {name: np.concatenate([arrays(first)[name], arrays(third)[name]]) for name in INPUTS}
-    assert_same_encoding(merged, expected)
-    assert_same_encoding(arrays(second), runtime.tokenize(texts[2:3], pairs[2:3]))
+    assert tokenizer_function("padded_length")(length, ranges) == padded
 
 
-def test_tokenizer_model_error_responses(onnx_repo: Path, runtime: Any, pb_utils: ModuleType) -> None:
-    model = load_tokenizer_model(onnx_repo)
-    responses = model.execute(
-        [
-            text_request(pb_utils, ["a valid text"]),
-            text_request(pb_utils, ["fine", b""]),
-            text_request(pb_utils, ["   "]),
-            text_request(pb_utils, [b"\xffabc"]),
-            text_request(pb_utils, ["one"], ["two", "three"]),
-        ]
-    )
-    assert len(responses) == 5
-    assert_same_encoding(arrays(responses[0]), runtime.tokenize(["a valid text"]))
-    messages = [
-        "TEXT[1] is empty: send at least one non-space character.",
-        "TEXT[0] is empty: send at least one non-space character.",
-        "TEXT[0] is not valid UTF-8 (invalid start byte): send UTF-8 encoded text.",
-        "TEXT_PAIR has 2 texts and TEXT has 1: send one TEXT_PAIR per TEXT.",
-    ]
-    for response, message in zip(responses[1:], messages, strict=True):
-        assert response.has_error() and response.output_tensors() == []
-        assert (response.error().message(), response.error().code()) == (
-            message,
-            pb_utils.TritonError.INVALID_ARG,
-        )
-
-
-def test_tokenizer_model_refuses_a_tokenizer_without_the_model_inputs(
-    onnx_repo: Path, tmp_path: Path, pb_utils: ModuleType
-) -> None:
-    repo = Path(shutil.copytree(onnx_repo, tmp_path / "repo"))
-    config = repo / f"{NAME}_tokenizer" / "config.pbtxt"
-    config.write_text(
-        config.read_text(encoding="utf-8").replace('"attention_mask"', '"position_ids"'), encoding="utf-8"
-    )
-    with pytest.raises(pb_utils.TritonModelException, match="does not produce position_ids"):
-        load_tokenizer_model(repo)
-
-
-def test_tokenizer_pads_short_texts_up_to_the_engine_profile_minimum(
-    tiny_artifact: Path, runtime: Any, tmp_path: Path, pb_utils: ModuleType
-) -> None:
-    """An engine whose profiles start at 16 tokens gets at least 16 columns, the padding masked; the
-    padded encoding gives the logits of the unpadded one (ONNX Runtime runs the same INT8 graph)."""
+def test_engine_profiles_reach_the_tokenizer_config(tiny_artifact: Path, tmp_path: Path) -> None:
     profiles = [{"min": [1, 16], "opt": [4, 32], "max": [8, 64]}]
     artifact = with_engine(tiny_artifact, tmp_path / "engine16", b"plan", profiles, tensorrt="10.13.3")
     repo = write_triton_repository(artifact, tmp_path / "repo", name=NAME)
     tokenizer = parse(repo / f"{NAME}_tokenizer" / "config.pbtxt")
     assert tokenizer.parameters["sequence_ranges"].string_value == "[[16, 64]]"
-    model = load_tokenizer_model(repo)
-    texts = ["a model.", "the new model is fast."]
-    [response] = model.execute([text_request(pb_utils, texts)])
-    padded = arrays(response)
-    unpadded = runtime.tokenize(texts)
-    length = unpadded["input_ids"].shape[1]
-    assert length < 16 and padded["input_ids"].shape == (2, 16)
-    for name, array in unpadded.items():
-        np.testing.assert_array_equal(padded[name][:, :length], array, err_msg=name)
-    np.testing.assert_array_equal(padded["attention_mask"][:, length:], 0)
-    np.testing.assert_array_equal(padded["input_ids"][:, length:], runtime.tokenizer.pad_token_id)
-    np.testing.assert_allclose(runtime.run(padded)["logits"], runtime.run(unpadded)["logits"], atol=1e-5)
-
-    long_texts = [" ".join(["model"] * 20)]  # 22 tokens: inside the profile, not padded further
-    [response] = model.execute([text_request(pb_utils, long_texts)])
-    assert_same_encoding(arrays(response), runtime.tokenize(long_texts))
-
-
-def run_ensemble(
-    repo: Path, name: str, pb_utils: ModuleType, texts: list[str], pairs: list[str] | None = None
-) -> dict[str, np.ndarray]:
-    """Follow the ensemble's maps without a server: TEXT (+ TEXT_PAIR) -> the tokenizer's model.py ->
-    the repository's model.onnx -> the ensemble's outputs."""
-    ensemble = parse(repo / name / "config.pbtxt")
-    tokenizer_step, model_step = ensemble.ensemble_scheduling.step
-    [response] = load_tokenizer_model(repo, name).execute([text_request(pb_utils, texts, pairs)])
-    values = {tokenizer_step.output_map[key]: array for key, array in arrays(response).items()}
-    session = create_session(repo / model_step.model_name / "1" / "model.onnx")
-    feeds = {key: values[tensor] for key, tensor in model_step.input_map.items()}
-    names = [output.name for output in session.get_outputs()]
-    results = dict(zip(names, session.run(names, feeds), strict=True))
-    for key, tensor in model_step.output_map.items():
-        values[tensor] = results[key]
-    return {tensor.name: values[tensor.name] for tensor in ensemble.output}
-
-
-def test_ensemble_data_path_gives_the_runtime_logits(
-    onnx_repo: Path, runtime: Any, pb_utils: ModuleType
-) -> None:
-    texts = sentences(6, seed=2)
-    outputs = run_ensemble(onnx_repo, NAME, pb_utils, texts)
-    assert list(outputs) == ["logits"]
-    assert outputs["logits"].shape == (6, 3) and outputs["logits"].dtype == np.float32
-    np.testing.assert_allclose(outputs["logits"], runtime.run_text(texts)["logits"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -577,7 +516,6 @@ def test_each_task_serves_its_outputs(
     tiny_model: Any,
     calib_file: Path,
     tmp_path: Path,
-    pb_utils: ModuleType,
 ) -> None:
     from trt_quant.config import QuantConfig
     from trt_quant.convert import convert
@@ -597,21 +535,6 @@ def test_each_task_serves_its_outputs(
     runtime = load_runtime(artifact, backend="onnxruntime")
     model_inputs = [tensor.name for tensor in parse(repo / "m_model" / "config.pbtxt").input]
     assert model_inputs == runtime.input_names
-    texts, pairs = sentences(3, seed=3), sentences(3, seed=4)
-    served = run_ensemble(repo, "m", pb_utils, texts, pairs)
-    expected = runtime.run_text(texts, pairs)
-    assert list(served) == list(expected)
-    for name, array in expected.items():
-        np.testing.assert_allclose(served[name], array, rtol=1e-5, atol=1e-6, err_msg=name)
-
-
-def test_stub_passes_strings_as_bytes_like_triton(pb_utils: ModuleType) -> None:
-    tensor = pb_utils.Tensor("TEXT", np.array([["é"], [b"x"]], dtype=np.object_))
-    assert tensor.as_numpy().tolist() == [["é".encode()], [b"x"]] and tensor.triton_dtype() == 13
-    with pytest.raises(pb_utils.TritonModelException, match=r"np\.object_"):
-        pb_utils.Tensor("TEXT", np.array(["text"]))
-    with pytest.raises(TypeError):
-        pb_utils.InferenceResponse(output_tensors=[np.zeros(1)])
 
 
 # --- client script ------------------------------------------------------------------------------------------
@@ -664,3 +587,37 @@ def test_client_sends_texts_and_prints_outputs_and_latency(
     assert re.search(
         r"latency over 4 requests of 1 texts \(http\): p50 [\d.]+ ms, p90 [\d.]+ ms, mean", printed
     )
+
+
+def test_serve_refuses_a_backend_the_built_in_server_lacks(tiny_artifact: Path, tmp_path: Path) -> None:
+    from trt_quant.triton.serve import serve
+
+    with pytest.raises(
+        TrtQuantError, match="has only the python backend, not onnxruntime: pass --backend python"
+    ):
+        serve(tiny_artifact, tmp_path / "repo", backend="onnxruntime")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_server_environment_paths_and_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sysconfig
+
+    from trt_quant.triton.environment import ServerEnvironment, default_root
+
+    monkeypatch.setenv("TRT_QUANT_TRITON_ENV", str(tmp_path / "env"))
+    assert default_root() == tmp_path / "env"
+    monkeypatch.delenv("TRT_QUANT_TRITON_ENV")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_root().parent == tmp_path / "cache" / "trt-quant"
+    environment = ServerEnvironment(tmp_path / "env")
+    assert not environment.is_built()  # nothing there yet
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/with/numpy2")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/lib/other")
+    variables = environment.process_environment()
+    assert "PYTHONPATH" not in variables and variables["PYTHONDONTWRITEBYTECODE"] == "1"
+    libraries = variables["LD_LIBRARY_PATH"].split(os.pathsep)
+    # this Python's libpython first (else the stub loads another one), the wheel's libraries, then the caller's
+    assert libraries[0] == sysconfig.get_config_var("LIBDIR")
+    assert libraries[1] == str(environment.site_packages / "nvidia_pytriton.libs")
+    assert libraries[-1] == "/usr/lib/other"
+    assert variables["PATH"].split(os.pathsep)[0] == str(tmp_path / "env" / "bin")

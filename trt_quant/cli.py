@@ -154,7 +154,10 @@ def triton(
     repo: Annotated[Path, typer.Option(help="Model repository directory to write.")],
     name: Annotated[str | None, typer.Option(help="Model name (default: the artifact's name).")] = None,
     backend: Annotated[
-        str | None, typer.Option(help="tensorrt or onnxruntime (default: tensorrt if built).")
+        str | None,
+        typer.Option(
+            help="tensorrt, onnxruntime or python (trt-quant's runtime; default: tensorrt if built)."
+        ),
     ] = None,
     max_batch: Annotated[int, typer.Option(help="max_batch_size of the model.")] = 8,
     instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
@@ -196,6 +199,66 @@ def triton(
         verify=verify,
     )
     console.print(f"wrote Triton model repository {written} (see {written / 'README.md'})")
+
+
+@app.command()
+def serve(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
+    repo: Annotated[
+        Path | None, typer.Option(help="Model repository directory to write (default: a temporary one).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name (default: the artifact's name).")] = None,
+    port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (gRPC: PORT+1, metrics: PORT+2).")] = 8000,
+    backend: Annotated[
+        str | None, typer.Option(help="Model backend (default: python; others need --tritonserver).")
+    ] = None,
+    tritonserver: Annotated[
+        Path | None,
+        typer.Option(
+            help="A tritonserver binary to run (default: the one of nvidia-pytriton, own environment)."
+        ),
+    ] = None,
+    server_env: Annotated[
+        Path | None, typer.Option(help="Where the built-in server's environment is built and cached.")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="max_batch_size of the model.")] = 8,
+    instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
+    kind: Annotated[str | None, typer.Option(help="Instance kind: gpu or cpu.")] = None,
+    preferred_batch: Annotated[
+        str | None, typer.Option(help="Preferred dynamic batch sizes, e.g. 4,8.")
+    ] = None,
+    max_queue_delay: Annotated[
+        int, typer.Option(help="Dynamic batching max queue delay (microseconds).")
+    ] = 100,
+    max_length: Annotated[int | None, typer.Option(help="Tokenizer truncation length.")] = None,
+    verify: Annotated[
+        bool, typer.Option(help="Verify artifact checksums first (--no-verify for edited files).")
+    ] = True,
+    overwrite: Overwrite = False,
+) -> None:
+    """Serve the artifact with a local Triton server on 127.0.0.1 until Ctrl-C (needs the serve extra)."""
+    from .triton.serve import serve as serve_artifact
+
+    serve_artifact(
+        artifact,
+        repo,
+        name=name,
+        backend=backend,
+        tritonserver=tritonserver,
+        http_port=port,
+        grpc_port=port + 1,
+        metrics_port=port + 2,
+        server_env=server_env,
+        echo=lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True),
+        max_batch=max_batch,
+        instances=instances,
+        kind=kind,
+        preferred_batch_sizes=_integers(preferred_batch, "--preferred-batch") if preferred_batch else (),
+        max_queue_delay_us=max_queue_delay,
+        overwrite=overwrite,
+        max_length=max_length,
+        verify=verify,
+    )
 
 
 @app.command()

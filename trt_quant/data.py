@@ -8,11 +8,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import TrtQuantError
+
+if TYPE_CHECKING:  # torch only for annotations: the runtime imports this module without torch (Triton)
+    import torch
 
 TEXT_COLUMN_GUESSES = ("text", "sentence", "sentence1", "question", "premise", "#1 String", "tokens", "words")
 PAIR_COLUMN_GUESSES = ("text_pair", "sentence2", "context", "hypothesis", "#2 String")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 from ..artifacts import FLOAT_ONNX, INT8_ONNX, TRT_ONNX, Manifest
 from ..errors import ArtifactError
 from .base import Runtime
+
+if TYPE_CHECKING:
+    import onnx
 
 PRECISION_FILES = {"int8": INT8_ONNX, "float": FLOAT_ONNX, "trt": TRT_ONNX}  # trt: the TensorRT-ready graph
 
@@ -59,6 +61,8 @@ def fold_lookup_dequantization(model: onnx.ModelProto) -> int:
     DequantizeLinear, so without this it would dequantize the whole table on every call. The values
     are identical; only the work moves from every call to session creation.
     """
+    from onnx import numpy_helper
+
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     readers: dict[str, list[onnx.NodeProto]] = {}
@@ -94,6 +98,9 @@ def dequantize_after_lookup(model: onnx.ModelProto) -> int:
     scales: the table stays INT8 (the file stays small) and each call dequantizes only the rows it looks
     up, in any ONNX runtime. Values are identical (zero points are 0; tables with others are left alone).
     """
+    import onnx
+    from onnx import helper, numpy_helper
+
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     readers: dict[str, list[onnx.NodeProto]] = {}
@@ -159,11 +166,8 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
     if not path.is_file():
         raise ArtifactError(f"ONNX file {path} does not exist: convert the model again.")
     try:
-        model = onnx.load(str(path))
-        dequantize_after_lookup(model)
-        fold_lookup_dequantization(model)  # tables with zero points or per-column scales, if any
         return ort.InferenceSession(
-            model.SerializeToString(),
+            _graph_bytes(path),
             session_options(threads, exact_int8),
             providers=["CPUExecutionProvider"],
         )
@@ -172,6 +176,19 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
             f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:160]}): the file is corrupt or truncated, "
             "convert the model again."
         ) from exc
+
+
+def _graph_bytes(path: Path) -> bytes:
+    """The graph with INT8 lookup tables dequantized after the lookup (others folded); as stored where onnx
+    is not installed (Triton's Python-backend environment, whose repository stores the graph prepared)."""
+    try:
+        import onnx
+    except ImportError:
+        return path.read_bytes()
+    model = onnx.load(str(path))
+    dequantize_after_lookup(model)
+    fold_lookup_dequantization(model)  # tables with zero points or per-column scales, if any
+    return model.SerializeToString()
 
 
 class OrtRuntime(Runtime):

@@ -75,8 +75,11 @@ class TensorConfig:
         return fields
 
 
+# TEXT is required by the tokenizer, which answers its absence with an error naming it; declared optional
+# because Triton 2.51 only counts a request's inputs, so a request with TEXT_PAIR alone would otherwise pass
+# its checks and stall the ensemble ("unexpected deadlock") instead of reaching the tokenizer.
 TEXT_TENSORS = (
-    TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,)),
+    TensorConfig(TEXT_INPUT, "TYPE_STRING", (1,), optional=True),
     TensorConfig(PAIR_INPUT, "TYPE_STRING", (1,), optional=True),
 )
 
@@ -170,6 +173,26 @@ def model_config(
     message.update(
         {key: value for key, value in scheduling.fields(profiles).items() if key != "max_batch_size"}
     )
+    return render(message)
+
+
+def python_model_config(
+    name: str,
+    inputs: Sequence[TensorConfig],
+    outputs: Sequence[TensorConfig],
+    scheduling: Scheduling,
+    parameters: Mapping[str, str],
+) -> str:
+    """``config.pbtxt`` of the encoder in the Python backend (trt-quant's runtime inside Triton)."""
+    message: dict[str, Any] = {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": scheduling.max_batch,
+        "input": [tensor.message() for tensor in inputs],
+        "output": [tensor.message() for tensor in outputs],
+        "parameters": _map({key: {"string_value": value} for key, value in parameters.items()}),
+    }
+    message.update({key: value for key, value in scheduling.fields().items() if key != "max_batch_size"})
     return render(message)
 
 

@@ -5,7 +5,8 @@ Layout (``NAME`` defaults to the artifact's name)::
     REPO/README.md                    how to serve it and call it
     REPO/NAME/config.pbtxt            ensemble: TEXT (+ TEXT_PAIR) -> NAME_tokenizer -> NAME_model -> outputs
     REPO/NAME/1/
-    REPO/NAME_model/config.pbtxt      tensorrt_plan (1/model.plan) or onnxruntime_onnx (1/model.onnx)
+    REPO/NAME_model/config.pbtxt      tensorrt_plan (1/model.plan), onnxruntime_onnx (1/model.onnx) or
+                                      python (1/model.py running trt-quant's runtime on 1/artifact/)
     REPO/NAME_tokenizer/config.pbtxt  python backend: 1/model.py and 1/tokenizer/
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from ..artifacts import ENGINE, INT8_ONNX, TOKENIZER_DIR, Manifest, load_manifest, staged_directory
+from ..artifacts import ENGINE, INT8_ONNX, MANIFEST, TOKENIZER_DIR, Manifest, load_manifest, staged_directory
 from ..errors import ArtifactError, TrtQuantError
 from ..runtime.ort import dequantize_after_lookup, fold_lookup_dequantization
 from .configs import (
@@ -31,16 +32,19 @@ from .configs import (
     TensorConfig,
     ensemble_config,
     model_config,
+    python_model_config,
     tensor_config,
     tokenizer_config,
 )
 
-BACKENDS = ("tensorrt", "onnxruntime")
+BACKENDS = ("tensorrt", "onnxruntime", "python")
 KINDS = ("gpu", "cpu")
 VERSION = "1"
-MODEL_FILES = {"tensorrt": "model.plan", "onnxruntime": "model.onnx"}
-ARTIFACT_FILES = {"tensorrt": ENGINE, "onnxruntime": INT8_ONNX}
-PLATFORMS = {"tensorrt": TENSORRT_PLATFORM, "onnxruntime": ONNX_PLATFORM}
+MODEL_FILES = {"tensorrt": "model.plan", "onnxruntime": "model.onnx", "python": "model.py"}
+ARTIFACT_FILES = {"tensorrt": ENGINE, "onnxruntime": INT8_ONNX, "python": INT8_ONNX}
+PLATFORMS = {"tensorrt": TENSORRT_PLATFORM, "onnxruntime": ONNX_PLATFORM, "python": "python backend"}
+PYTHON_ARTIFACT = "artifact"  # NAME_model/1/artifact: what trt-quant's runtime loads in the Python backend
+SMALLEST_BUCKET = 16
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 COMPUTE_CAPABILITY = re.compile(r"[1-9][0-9]?\.[0-9]")
 NGC_RELEASE = "25.10"  # the release of docker/Dockerfile and docker/Dockerfile.triton
@@ -92,14 +96,33 @@ def resolve_backend(artifact: Path, backend: str | None) -> str:
     return backend
 
 
-def resolve_kind(backend: str, kind: str | None) -> str:
-    """Instance kind: gpu for TensorRT, cpu for ONNX Runtime unless asked otherwise."""
+def resolve_kind(backend: str, kind: str | None, artifact: Path | None = None) -> str:
+    """Instance kind: gpu for TensorRT, cpu for ONNX Runtime and the Python backend unless asked otherwise;
+    a GPU instance of the Python backend runs the artifact's TensorRT engine, so it needs one."""
     kind = kind or ("gpu" if backend == "tensorrt" else "cpu")
     if kind not in KINDS:
         raise TrtQuantError(f"Unknown instance kind '{kind}': use one of {', '.join(KINDS)}.")
     if backend == "tensorrt" and kind == "cpu":
         raise TrtQuantError("TensorRT engines run only on GPUs: pass --kind gpu or --backend onnxruntime.")
+    if backend == "python" and kind == "gpu" and artifact is not None and not (artifact / ENGINE).is_file():
+        raise ArtifactError(
+            f"{artifact} has no {ENGINE}, which GPU instances of the python backend run: build a TensorRT "
+            "engine for it first or pass --kind cpu."
+        )
     return kind
+
+
+def bucket_lengths(max_length: int) -> tuple[int, ...]:
+    """Lengths the tokenizer pads requests to: powers of two from 16 below ``max_length``, and ``max_length``.
+
+    Triton's dynamic batcher merges only requests of equal shapes; a few padded lengths make requests of
+    different lengths batch together, at the cost of at most doubling a request's padded length."""
+    lengths = []
+    length = SMALLEST_BUCKET
+    while length < max_length:
+        lengths.append(length)
+        length *= 2
+    return (*lengths, max_length)
 
 
 def engine_of(artifact: Path, manifest: Manifest) -> Engine:
@@ -205,6 +228,18 @@ def tokenizer_source() -> str:
     return resources.files(__package__).joinpath("tokenizer_model.py").read_text(encoding="utf-8")
 
 
+def runtime_model_source() -> str:
+    """Source of the Python-backend model that runs the encoder with trt-quant's runtime."""
+    return resources.files(__package__).joinpath("runtime_model.py").read_text(encoding="utf-8")
+
+
+def copy_runtime_package(target: Path) -> None:
+    """Copy this trt-quant's package next to the Python-backend model, which imports its runtime from there
+    (only numpy and onnxruntime are needed in the server's Python: the runtime imports no torch on CPU)."""
+    package = Path(__file__).resolve().parents[1]
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "resources"))
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a repository will hold, every option checked: names, backend, batching, tensors, engines."""
@@ -226,8 +261,29 @@ class Plan:
         return {capability: f"model_sm{capability.replace('.', '')}.plan" for capability in self.cc_engines}
 
 
+def write_python_model(directory: Path, plan: Plan) -> None:
+    """``NAME_model`` for the Python backend: model.py, trt-quant's package and the artifact's manifest,
+    INT8 graph (embedding dequantization folded) and, for GPU instances, its engine."""
+    version = directory / VERSION
+    artifact = version / PYTHON_ARTIFACT
+    artifact.mkdir(parents=True)
+    (version / MODEL_FILES["python"]).write_text(runtime_model_source(), encoding="utf-8")
+    copy_runtime_package(version / "trt_quant")
+    shutil.copyfile(plan.artifact / MANIFEST, artifact / MANIFEST)
+    copy_onnx(plan.artifact / INT8_ONNX, artifact / INT8_ONNX)
+    if plan.engine is not None:
+        shutil.copyfile(plan.engine.path, artifact / ENGINE)
+    config = python_model_config(
+        directory.name, plan.inputs, plan.outputs, plan.scheduling, {"artifact": PYTHON_ARTIFACT}
+    )
+    (directory / "config.pbtxt").write_text(config, encoding="utf-8")
+
+
 def write_model(directory: Path, plan: Plan) -> None:
     """``NAME_model``: the engine (and those for other GPUs) or the INT8 ONNX graph, and its config."""
+    if plan.backend == "python":
+        write_python_model(directory, plan)
+        return
     version = directory / VERSION
     version.mkdir(parents=True)
     if plan.backend == "onnxruntime":
@@ -253,7 +309,12 @@ def write_tokenizer(directory: Path, plan: Plan) -> None:
     """``NAME_tokenizer``: the Python model, the artifact's tokenizer files and the config (on CPU)."""
     shutil.copytree(plan.artifact / TOKENIZER_DIR, directory / VERSION / "tokenizer")
     (directory / VERSION / "model.py").write_text(tokenizer_source(), encoding="utf-8")
-    parameters = {"max_length": str(plan.max_length), "text_input": TEXT_INPUT, "pair_input": PAIR_INPUT}
+    parameters = {
+        "max_length": str(plan.max_length),
+        "buckets": ",".join(str(length) for length in bucket_lengths(plan.max_length)),
+        "text_input": TEXT_INPUT,
+        "pair_input": PAIR_INPUT,
+    }
     if plan.engine is not None:  # short texts are padded up to a profile's minimum length
         parameters["sequence_ranges"] = json.dumps(plan.engine.sequences[: plan.profiles])
     scheduling = replace(plan.scheduling, preferred_batch_sizes=(), kind="cpu")
@@ -295,7 +356,8 @@ def plan_repository(
         raise TrtQuantError(
             "Engines for other GPU architectures need the tensorrt backend: pass --backend tensorrt."
         )
-    engines = [engine_of(artifact, manifest)] if backend == "tensorrt" else []
+    uses_engine = backend == "tensorrt" or (backend == "python" and scheduling.kind == "gpu")
+    engines = [engine_of(artifact, manifest)] if uses_engine else []
     extra = cc_engines_of(manifest, engines[0], cc_engines) if cc_engines else {}
     engines += extra.values()
     profiles = min((len(engine.profiles) for engine in engines), default=1)
@@ -324,7 +386,7 @@ def plan_repository(
 def serving_note(plan: Plan) -> str:
     """What the served model needs from the server: TensorRT version and GPU, or a CPU with VNNI."""
     if plan.engine is None:
-        return VNNI_NOTE if plan.scheduling.kind == "cpu" else ""
+        return VNNI_NOTE if plan.backend == "onnxruntime" and plan.scheduling.kind == "cpu" else ""
     built = []
     if plan.engine.tensorrt:
         built.append(f"TensorRT {plan.engine.tensorrt}")
@@ -353,6 +415,9 @@ Generated by trt-quant from `{plan.manifest.source_model}` ({plan.manifest.task}
 
 The tokenizer model needs `transformers` inside the server image; `docker/Dockerfile.triton` of trt-quant
 adds it to the NGC Triton image. From the trt-quant source tree:
+
+Without Docker, on this machine: `trt-quant serve` starts the Triton server of the `nvidia-pytriton` wheel
+on loopback (only the python backend is in it: write the repository with `--backend python`).
 
 ```bash
 docker build -f docker/Dockerfile.triton -t trt-quant-triton:{NGC_RELEASE} docker
@@ -396,7 +461,7 @@ def write_triton_repository(
     """
     artifact, repo = Path(artifact_dir), Path(repo)
     backend = resolve_backend(artifact, backend)
-    kind = resolve_kind(backend, kind)
+    kind = resolve_kind(backend, kind, artifact)
     scheduling = Scheduling(max_batch, tuple(preferred_batch_sizes), max_queue_delay_us, instances, kind)
     plan = plan_repository(artifact, repo, name, backend, scheduling, max_length, cc_engines or {}, verify)
     with staged_directory(repo, overwrite) as stage:

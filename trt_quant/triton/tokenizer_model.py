@@ -3,15 +3,18 @@
 Inputs: ``TEXT`` (TYPE_STRING, one text per batch row) and the optional ``TEXT_PAIR`` (second texts, e.g.
 question + context). Outputs: one tensor per output of ``config.pbtxt`` (the encoder's inputs), cast to
 the dtype declared there. Settings come from the ``parameters`` of ``config.pbtxt``: ``max_length``
-(truncation limit), ``text_input`` and ``pair_input`` (input names) and, for a TensorRT engine,
-``sequence_ranges`` (JSON [[min, max], ...] sequence lengths of its optimization profiles). The tokenizer
-files live in ``1/tokenizer`` next to this file.
+(truncation limit), ``buckets`` (the padded lengths, comma-separated, the last one ``max_length``),
+``text_input`` and ``pair_input`` (input names) and, for a TensorRT engine, ``sequence_ranges`` (JSON
+[[min, max], ...] sequence lengths of its optimization profiles). The tokenizer files live in
+``1/tokenizer`` next to this file.
 
-All requests of one ``execute`` call are tokenized together (those with second texts apart from those
-without), padded to the longest sequence among them, so the encoder's dynamic batcher can merge them;
-when no profile holds that length, further up to the shortest profile minimum above it (attention mask
-0), so short texts fit an engine whose profiles start above 1 token.
-A request with empty or non-UTF-8 text gets an error response; the others are still answered.
+The requests of one ``execute`` call are tokenized together (those with second texts apart from those
+without) and padded to the shortest bucket that holds their longest text. Triton's dynamic batcher
+merges only requests of equal shapes: the requests of one call reach the encoder with one shape, and
+requests of different calls meet in a few shapes. When no engine profile holds the bucket's length, the
+batch is padded further up to the shortest profile minimum above it (attention mask 0), so short texts
+fit an engine whose profiles start above 1 token. A request with empty or non-UTF-8 text gets an error
+response; the others are still answered.
 """
 
 import json
@@ -30,6 +33,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.max_length = int(parameters["max_length"])
+        self.buckets = sorted(int(length) for length in parameters["buckets"].split(","))
         self.text_input = parameters["text_input"]
         self.pair_input = parameters["pair_input"]
         self.sequence_ranges = [tuple(pair) for pair in json.loads(parameters.get("sequence_ranges", "[]"))]
@@ -66,7 +70,12 @@ class TritonPythonModel:
 
     def _read(self, request: "pb_utils.InferenceRequest") -> tuple[list[str], list[str] | None]:
         """The texts (and second texts, or None) of one request; ValueError names what is wrong."""
-        texts = _decode(pb_utils.get_input_tensor_by_name(request, self.text_input), self.text_input)
+        text_tensor = pb_utils.get_input_tensor_by_name(request, self.text_input)
+        if text_tensor is None:
+            raise ValueError(f"Input {self.text_input} is missing: send the texts as {self.text_input}.")
+        texts = _decode(text_tensor, self.text_input)
+        if not texts:
+            raise ValueError(f"{self.text_input} holds no texts: send at least one.")
         pair_tensor = pb_utils.get_input_tensor_by_name(request, self.pair_input)
         if pair_tensor is None:
             return texts, None
@@ -79,22 +88,20 @@ class TritonPythonModel:
         return texts, pairs
 
     def _encode(self, members: list[tuple], responses: list) -> None:
-        """Tokenize the texts of ``members`` in one call and answer each request with its rows."""
+        """Tokenize the texts of ``members`` in one call, pad them to the shortest bucket that holds the
+        longest, and answer each request with its rows."""
         texts = [text for _, request_texts, _ in members for text in request_texts]
         pairs = (
             None
             if members[0][2] is None
             else [pair for _, _, request_pairs in members for pair in request_pairs]
         )
-        encoded = self.tokenizer(
-            texts, pairs, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-        )
-        length = padded_length(encoded["input_ids"].shape[1], self.sequence_ranges)
-        pad_id = self.tokenizer.pad_token_id or 0
-        arrays = [
-            (name, _pad(_column(encoded, name), length, pad_id if name == "input_ids" else 0).astype(dtype))
-            for name, dtype in self.outputs
-        ]
+        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        longest = max(len(ids) for ids in encoded["input_ids"])
+        bucket = next(bucket for bucket in self.buckets if bucket >= longest)
+        length = padded_length(bucket, self.sequence_ranges)
+        padded = self.tokenizer.pad(encoded, padding="max_length", max_length=length, return_tensors="np")
+        arrays = [(name, _column(padded, name).astype(dtype)) for name, dtype in self.outputs]
         start = 0
         for index, request_texts, _ in members:
             stop = start + len(request_texts)
@@ -119,7 +126,7 @@ def _decode(tensor: "pb_utils.Tensor", name: str) -> list[str]:
     return texts
 
 
-def _column(encoded: dict, name: str) -> np.ndarray:
+def _column(encoded: "transformers.BatchEncoding", name: str) -> np.ndarray:
     """One tokenizer output; token type ids default to zeros, as the encoder was exported with."""
     if name in encoded:
         return encoded[name]
@@ -131,8 +138,3 @@ def padded_length(length: int, ranges: list[tuple[int, int]]) -> int:
     if not ranges or any(low <= length <= high for low, high in ranges):
         return length
     return min((low for low, _ in ranges if low > length), default=length)
-
-
-def _pad(array: np.ndarray, length: int, value: int) -> np.ndarray:
-    """``array`` (batch, sequence) padded on the right to ``length`` columns of ``value``."""
-    return np.pad(array, ((0, 0), (0, length - array.shape[1])), constant_values=value)
