@@ -48,16 +48,14 @@ TENSORRT_ATTRIBUTES = frozenset({
 })  # fmt: skip
 # Attributes used in those files on other objects (torch, numpy, paths, trt-quant's own classes).
 NOT_TENSORRT = frozenset({
-    "SerializeToString", "__class__", "__name__", "addresses", "capture_failed", "close", "context", "copy_",
-    "cpu", "cuda_stream", "data", "data_ptr", "describe", "encode", "engine", "execute", "get", "graph", "hex",
-    "fp32_islands", "inputs", "is_dir", "is_file", "isdigit", "items", "join", "layers", "max_length", "mkdir",
-    "model", "move_to_end",
-    "n", "numel", "numpy", "optimization_level", "outputs", "pad_token_id", "parent", "per_token", "plan",
-    "pop", "popitem", "precision", "profile", "quantization", "read_bytes", "record", "replay",
-    "resolved_profiles",
-    "seconds", "select_profile", "sequence", "set_addresses", "set_input_shapes", "shape", "split", "strip",
-    "tensorrt_version", "timing_cache", "to_dict", "unlink", "update", "values", "with_name", "workspace_mib",
-    "write_bytes",
+    "SerializeToString", "__class__", "__name__", "addresses", "capture_failed", "close", "context",
+    "copy_", "cpu", "cuda_stream", "data", "data_ptr", "describe", "encode", "engine", "execute",
+    "fp32_islands", "get", "graph", "inputs", "is_dir", "is_file", "isdigit", "items", "join", "layers",
+    "max_length", "mkdir", "model", "move_to_end", "n", "numel", "numpy", "optimization_level", "outputs",
+    "pad_token_id", "parent", "per_token", "plan", "pop", "popitem", "precision", "profile", "quantization",
+    "read_bytes", "record", "replay", "resolved_profiles", "seconds", "select_profile", "sequence",
+    "set_addresses", "set_input_shapes", "shape", "split", "strip", "tensorrt_version", "timing_cache",
+    "to_dict", "update", "values", "with_name", "workspace_mib",
 })  # fmt: skip
 # Removed in TensorRT 10 or 11 (each is also checked to be absent from the 11 list).
 REMOVED_ATTRIBUTES = frozenset({
