@@ -12,7 +12,7 @@ from rich.console import Console
 
 from . import reports
 from .bench_suite import VARIANTS
-from .config import CALIBRATION_METHODS, QuantConfig
+from .config import AUTO, CALIBRATION_METHODS, QuantConfig
 from .errors import TrtQuantError
 
 app = typer.Typer(
@@ -54,14 +54,18 @@ def convert(
         typer.Option(help="Held-out data to measure INT8 against float and the budget on (first 256 rows)."),
     ] = None,
     quantize_attention: Annotated[
-        bool, typer.Option(help="INT8 Q/DQ on query, key, softmax output and value (off by default).")
+        bool, typer.Option(help="INT8/FP8 Q/DQ on query, key, softmax output and value (off by default).")
     ] = False,
+    precision: Annotated[
+        str, typer.Option(help="int8, or fp8 (E4M3; TensorRT engines need compute capability 8.9+).")
+    ] = "int8",
     quantize_residual: Annotated[
         bool, typer.Option(help="Also quantize LayerNorm inputs (costs accuracy).")
     ] = False,
     smoothquant: Annotated[
-        float | None, typer.Option(help="SmoothQuant alpha in (0, 1); 0 turns it off.")
-    ] = 0.8,
+        float | None,
+        typer.Option(help="SmoothQuant alpha in (0, 1); 0 turns it off (default: 0.8 at int8, off at fp8)."),
+    ] = None,
     weight_bits: Annotated[int, typer.Option(help="8, or 7 for ONNX Runtime on x86 CPUs without VNNI.")] = 8,
     peg_groups: Annotated[
         int, typer.Option(help="Per-embedding-group quantization of FFN inputs: K groups (0 off).")
@@ -105,7 +109,8 @@ def convert(
         max_length=max_length,
         quantize_residual=quantize_residual,
         quantize_attention=quantize_attention,
-        smoothquant=smoothquant or None,
+        smoothquant=AUTO if smoothquant is None else smoothquant or None,
+        precision=precision,
         weight_bits=weight_bits,
         keep_float=tuple(keep_float or ()),
     )
@@ -280,6 +285,7 @@ def qat(
     method: Annotated[
         str, typer.Option(help=f"Calibration method: {', '.join(CALIBRATION_METHODS)}.")
     ] = "max",
+    precision: Annotated[str, typer.Option(help="int8, or fp8 (E4M3).")] = "int8",
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a calibrated model with its quantizers active, then export exactly like convert."""
@@ -295,7 +301,7 @@ def qat(
         label_column=label_column,
         text_column=text_column,
         pair_column=pair_column,
-        quant_config=QuantConfig(method=method, max_length=max_length),
+        quant_config=QuantConfig(method=method, max_length=max_length, precision=precision),
         qat_config=QatConfig(
             epochs=epochs,
             learning_rate=learning_rate,
@@ -364,6 +370,7 @@ def analyze(
     calib_samples: Annotated[int, typer.Option(help="Number of calibration examples.")] = 256,
     max_length: Annotated[int, typer.Option(help="Maximum tokens per example.")] = 128,
     text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+    precision: Annotated[str, typer.Option(help="int8, or fp8 (E4M3).")] = "int8",
 ) -> None:
     """Rank Linear layers by how much quantizing each one alone degrades the output (table + bar chart)."""
     from .analyze import analyze as run_analyze
@@ -373,7 +380,7 @@ def analyze(
         task,
         calib,
         output,
-        QuantConfig(method=method, calib_samples=calib_samples, max_length=max_length),
+        QuantConfig(method=method, calib_samples=calib_samples, max_length=max_length, precision=precision),
         eval_data=eval_data,
         text_column=text_column,
     )

@@ -21,13 +21,14 @@ from typing import Any
 import onnx
 from tqdm.auto import tqdm
 
-from .artifacts import ENGINE, INT8_ONNX, load_manifest, write_manifest
+from .artifacts import ENGINE, INT8_ONNX, load_manifest, quantized_onnx, quantized_precision, write_manifest
 from .errors import GpuUnavailableError, TrtQuantError
 from .precision import PRECISIONS, convert_float_precision
 
 LAYERS_REPORT = "engine_layers.json"
 DEFAULT_BATCH = "1,8,32"
 INSTALL_HINT = "pip install 'trt-quant[gpu]'"
+FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0), Blackwell (10.0, 12.0)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,16 @@ def require_tensorrt() -> Any:
     return trt
 
 
+def check_fp8_capability(capability: tuple[int, int]) -> None:
+    """Refuse an FP8 engine on a GPU below compute capability 8.9, in one sentence."""
+    if tuple(capability) < FP8_MIN_CAPABILITY:
+        major, minor = capability
+        raise GpuUnavailableError(
+            f"FP8 TensorRT engines need an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper, "
+            f"Blackwell) and this one is {major}.{minor}: convert with --precision int8 for this GPU."
+        )
+
+
 def gpu_info() -> dict[str, str]:
     """Name and compute capability ("8.6") of the current CUDA device."""
     import torch
@@ -196,19 +207,26 @@ def build_engine(
     config = config or BuildConfig()
     manifest = load_manifest(directory, verify=verify)
     profiles = config.resolved_profiles(manifest.max_length)
-    built = build_plan(onnx.load(str(directory / INT8_ONNX)), config, profiles)
+    if quantized_precision(manifest) == "fp8":
+        import torch
+
+        require_tensorrt()
+        check_fp8_capability(torch.cuda.get_device_capability())
+    built = build_plan(onnx.load(str(directory / quantized_onnx(manifest))), config, profiles)
     _write_atomically(directory / ENGINE, built.plan)
     _write_atomically(directory / LAYERS_REPORT, _pretty_json(built.layers).encode())
-    manifest.engine = engine_record(config, profiles, built)
+    manifest.engine = engine_record(config, profiles, built, quantized_onnx(manifest))
     write_manifest(directory, manifest)
     return manifest.engine
 
 
-def engine_record(config: BuildConfig, profiles: Sequence[Profile], built: BuiltEngine) -> dict[str, Any]:
+def engine_record(
+    config: BuildConfig, profiles: Sequence[Profile], built: BuiltEngine, source: str = INT8_ONNX
+) -> dict[str, Any]:
     """The manifest's ``engine`` entry (TensorRT enums stored by name, never as integers)."""
     return {
         "file": ENGINE,
-        "source": INT8_ONNX,
+        "source": source,
         "layers_report": LAYERS_REPORT,
         "precision": config.precision,
         "profiles": [profile.to_dict() for profile in profiles],

@@ -94,7 +94,24 @@ def export_quantized(
     with fp8_weights_for_export(model) as scales:
         graph = export_onnx(model, example, path, opset)
     standard_fp8_qdq(graph)
+    static_output_dims(graph)
     return graph, scales
+
+
+def static_output_dims(model: onnx.ModelProto) -> None:
+    """Give graph outputs back the fixed sizes (number of classes, hidden size) that the exporter could not
+    infer through custom ops and named instead; batch and sequence stay dynamic."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for output in probe.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(probe).graph.output
+    for ours, theirs in zip(model.graph.output, inferred, strict=True):
+        for mine, known in zip(
+            ours.type.tensor_type.shape.dim, theirs.type.tensor_type.shape.dim, strict=False
+        ):
+            if known.HasField("dim_value") and mine.dim_param not in ("", BATCH_AXIS, SEQUENCE_AXIS):
+                mine.dim_value = known.dim_value
 
 
 def standard_fp8_qdq(model: onnx.ModelProto) -> int:
