@@ -246,3 +246,28 @@ def test_fp8_artifact_runs_as_fp8_and_refuses_other_precisions(fp8_artifact: Pat
     assert report.precision == "fp8"
     text = evaluation_markdown(report)
     assert "FP8 on onnxruntime" in text and "## FP8 vs float outputs" in text and "INT8" not in text
+
+
+def test_gpu_bench_finds_fp8_layers_in_the_tensorrt_layer_report() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_gpu", Path(__file__).parents[1] / "scripts" / "bench_gpu.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_gpu)
+
+    def layer(name: str, datatype: str) -> dict:
+        return {
+            "Name": name,
+            "Inputs": [{"Format/Datatype": datatype}],
+            "Outputs": [{"Format/Datatype": "Half"}],
+        }
+
+    fused = {"Layers": [layer("qkv gemm", "Row major linear FP8 format"), layer("layernorm", "Half")]}
+    assert bench_gpu.fp8_layers(json.dumps(fused)) == ["qkv gemm"]
+    unfused = {"Layers": [layer("gemm", "Row major linear FP16 format"), layer("q", "Float")]}
+    assert bench_gpu.fp8_layers(json.dumps(unfused)) == []
+    assert bench_gpu.fp8_layers(json.dumps({"Layers": ["gemm (names only)"]})) == []
+    assert bench_gpu.fp8_layers("not json") == []
