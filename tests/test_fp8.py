@@ -271,3 +271,70 @@ def test_gpu_bench_finds_fp8_layers_in_the_tensorrt_layer_report() -> None:
     assert bench_gpu.fp8_layers(json.dumps(unfused)) == []
     assert bench_gpu.fp8_layers(json.dumps({"Layers": ["gemm (names only)"]})) == []
     assert bench_gpu.fp8_layers("not json") == []
+
+
+def test_half_precision_graph_keeps_fp8_qdq_with_half_scales(fp8_artifact: Path) -> None:
+    """The TensorRT-ready conversion: every FP8 Q/DQ fuses with its half neighbours (FP16 scales) and the
+    FP16 graph computes what the FP32 one does, within FP16 rounding."""
+    from trt_quant.check import check_model
+    from trt_quant.precision import convert_float_precision
+
+    model = onnx.load(str(fp8_artifact / "model_fp8.onnx"))
+    half = convert_float_precision(model, "fp16")
+    constants = {tensor.name: tensor for tensor in half.graph.initializer}
+    fp8_qdq = [
+        node
+        for node in half.graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+        and constants[node.input[2]].data_type == TensorProto.FLOAT8E4M3FN
+    ]
+    assert (
+        len(fp8_qdq) == sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node) - 3
+    )
+    assert all(constants[node.input[1]].data_type == TensorProto.FLOAT16 for node in fp8_qdq)
+    assert [f for f in check_model(half) if f.severity == "error"] == []
+    feeds = {
+        "input_ids": torch.randint(5, 150, (4, 16)),
+        "attention_mask": torch.ones(4, 16, dtype=torch.int64),
+        "token_type_ids": torch.zeros(4, 16, dtype=torch.int64),
+    }
+    half_path = fp8_artifact.parent / "fp8_half.onnx"
+    onnx.save(half, str(half_path))
+    (want,), (got,) = run_plain(fp8_artifact / "model_fp8.onnx", feeds), run_plain(half_path, feeds)
+    assert got.dtype == np.float32
+    assert np.abs(got - want).max() <= 0.02 * float(want.max() - want.min())
+
+
+def test_cli_refuses_an_fp8_setting_that_does_not_fit_without_writing(
+    tiny_model: Callable[[str, str], Path],
+    calib_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sys
+
+    from trt_quant.cli import main
+
+    output = tmp_path / "out"
+    arguments = ["convert", str(tiny_model("bert", "text-classification")), "--task", "text-classification"]
+    arguments += [
+        "--calib",
+        str(calib_file),
+        "--output",
+        str(output),
+        "--precision",
+        "fp8",
+        "--method",
+        "entropy",
+    ]
+    monkeypatch.setattr(sys, "argv", ["trt-quant", *arguments])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    printed = capsys.readouterr()
+    assert exited.value.code == 2
+    message = (
+        "Calibration method 'entropy' fits only INT8's uniform grid: at FP8 use one of max, percentile, mse."
+    )
+    assert message in (printed.out + printed.err).replace("\n", " ") and "Traceback" not in printed.err
+    assert not output.exists()

@@ -116,8 +116,10 @@ def static_output_dims(model: onnx.ModelProto) -> None:
 
 def standard_fp8_qdq(model: onnx.ModelProto) -> int:
     """Replace Model Optimizer's ``trt::TRT_FP8QuantizeLinear``/``TRT_FP8DequantizeLinear`` by standard
-    QuantizeLinear/DequantizeLinear with a float8e4m3fn zero point of 0; return how many were replaced."""
+    QuantizeLinear/DequantizeLinear with a float8e4m3fn zero point of 0 and their scales as initializers
+    (as the INT8 export has them); return how many were replaced."""
     graph = model.graph
+    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
     replaced = 0
     for node in graph.node:
         if node.domain != "trt" or node.op_type not in _TRT_FP8_OPS:
@@ -129,6 +131,12 @@ def standard_fp8_qdq(model: onnx.ModelProto) -> int:
         del node.input[2:]
         node.input.append(zero_point)
         del node.attribute[:]
+        scale = constants.pop(node.input[1], None)
+        if scale is not None:
+            graph.initializer.append(
+                numpy_helper.from_array(numpy_helper.to_array(scale.attribute[0].t), scale.output[0])
+            )
+            graph.node.remove(scale)
         replaced += 1
     if replaced:
         fp8_values = {node.output[0] for node in graph.node if node.op_type == "QuantizeLinear"}
