@@ -67,7 +67,9 @@ def test_clean_fp8_linear_has_no_findings_and_runs() -> None:
     onnx.checker.check_model(model)
     assert check_model(model) == []
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # its QDQ fusion is INT8-only
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )  # its QDQ fusion is INT8-only
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     x = RNG.normal(size=(2, 8)).astype(np.float32)
     (y,) = session.run(None, {"x": x})
