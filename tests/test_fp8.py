@@ -338,3 +338,32 @@ def test_cli_refuses_an_fp8_setting_that_does_not_fit_without_writing(
     )
     assert message in (printed.out + printed.err).replace("\n", " ") and "Traceback" not in printed.err
     assert not output.exists()
+
+
+def test_qat_at_fp8_trains_and_exports_an_fp8_artifact(
+    tiny_model: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    from trt_quant.check import check_onnx
+    from trt_quant.qat import QatConfig, qat
+
+    train = tmp_path / "train.csv"
+    rows = [f"{text},{index % 3}" for index, text in enumerate(sentences(48, seed=7))]
+    train.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    evaluation = tmp_path / "eval.txt"
+    evaluation.write_text("\n".join(sentences(16, seed=8)) + "\n", encoding="utf-8")
+    report = qat(
+        tiny_model("bert", "text-classification"),
+        "text-classification",
+        train,
+        tmp_path / "qat-fp8",
+        text_column="text",
+        quant_config=QuantConfig(calib_samples=32, max_length=32, precision="fp8"),
+        qat_config=QatConfig(epochs=1, learning_rate=1e-3, max_length=32),
+        eval_data=evaluation,
+    )
+    quantization = report.manifest.quantization
+    assert quantization["precision"] == "fp8" and quantization["qat"]["epochs"] == 1
+    assert quantization["fp8_weight_initializers"] == quantization["quantized_linears"]
+    assert "export fp8" in report.timings and (report.output / "model_fp8.onnx").is_file()
+    assert [f for f in check_onnx(report.output / "model_fp8.onnx") if f.severity == "error"] == []
+    assert report.manifest.accuracy["examples"] == 16
