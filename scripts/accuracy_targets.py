@@ -6,7 +6,9 @@ embeddings against float over the 3,000 STS-B dev sentences (none used for calib
 uses trt_quant/resources/calibration.txt). trt-quant variants run their INT8 ONNX on ONNX Runtime.
 The automatic recipes measure their budget apart from STS-B dev: the cosine budget on
 trt_quant/resources/heldout.txt, the drop budget on 256 random STS-B train pairs (labelled).
-Usage: python scripts/accuracy_targets.py [--glue ../shared/data/glue] [--output engines/accuracy]
+With --fp8 the FP8 (E4M3) recipes run instead of the INT8 ones (float row included, baselines left out) and
+the table adds the held-out cosine convert measured on trt_quant/resources/heldout.txt (240 sentences).
+Usage: python scripts/accuracy_targets.py [--glue ../shared/data/glue] [--output engines/accuracy] [--fp8]
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ RECIPES: dict[str, tuple[QuantConfig, str | None]] = {
     "automatic: budget cosine>=0.998": (QuantConfig(), "cosine>=0.998"),
     "automatic: budget drop<=0.1 (STS-B Spearman)": (QuantConfig(), "drop<=0.1"),
 }
+FP8_RECIPES: dict[str, tuple[QuantConfig, str | None]] = {
+    "FP8 default (max, no SmoothQuant)": (QuantConfig(precision="fp8"), None),
+    "FP8 + SmoothQuant 0.8": (QuantConfig(precision="fp8", smoothquant=0.8), None),
+    "FP8 + attention (Q/DQ on Q, K, softmax, V)": (
+        QuantConfig(precision="fp8", quantize_attention=True),
+        None,
+    ),
+}
 BUDGET_PAIRS = 256  # convert measures a budget on at most 256 held-out examples
 
 
@@ -73,15 +83,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--glue", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/glue")
     parser.add_argument("--output", type=Path, default=Path("engines/accuracy"))
+    parser.add_argument("--fp8", action="store_true", help="run the FP8 recipes instead of the INT8 ones")
     arguments = parser.parse_args()
+    recipes = FP8_RECIPES if arguments.fp8 else RECIPES
     stsb = read_texts(arguments.glue / "STS-B" / "dev.tsv", "sentence1", "sentence2", "score")
     gold = np.array([float(score) for score in stsb.labels or []])
     first, second = stsb.texts, stsb.pairs or []
-    rows: list[tuple[str, float, float, float, str]] = []
+    rows: list[tuple[str, float, float, float, str, str]] = []
 
-    def record(name: str, run: Embed, tokenize: Callable, flops: str) -> np.ndarray:
+    def record(name: str, run: Embed, tokenize: Callable, flops: str, held_out: str = "1.0000") -> np.ndarray:
         a, b = embed_all(run, tokenize, first), embed_all(run, tokenize, second)
-        rows.append((name, 100 * spearman(cosine_rows(a, b), gold), *cosine_stats(a, b), flops))
+        rows.append((name, 100 * spearman(cosine_rows(a, b), gold), *cosine_stats(a, b), flops, held_out))
         return np.concatenate([a, b])
 
     reference: dict[str, np.ndarray] = {}
@@ -92,8 +104,8 @@ def main() -> int:
         got = cosine_rows(np.concatenate([a, b]), reference["float"])
         return float(got.mean()), float(got.min())
 
-    for index, (name, (config, budget)) in enumerate(RECIPES.items()):
-        artifact = arguments.output / f"recipe-{index}"
+    for index, (name, (config, budget)) in enumerate(recipes.items()):
+        artifact = arguments.output / f"{'fp8-' if arguments.fp8 else ''}recipe-{index}"
         report = convert(
             minilm_path(),
             "sentence-embedding",
@@ -110,6 +122,7 @@ def main() -> int:
             reference["float"] = record(
                 "float32 (ONNX Runtime)", float_runtime.run, float_runtime.tokenize, "0%"
             )
+        if index == 0 and not arguments.fp8:
             manifest = load_manifest(artifact)
             dynamic = ort_runner(
                 ort_dynamic_int8_model(artifact, arguments.output / "ort-dynamic.onnx"), manifest.output_names
@@ -123,13 +136,23 @@ def main() -> int:
             )
         mixed = report.manifest.quantization.get("mixed_precision")
         share = f"{mixed['int8_flop_share']:.0%}" if mixed else "100%"
-        record(name, runtime.run, runtime.tokenize, share)
+        held_out = report.manifest.accuracy.get("mean_cosine")
+        record(
+            name, runtime.run, runtime.tokenize, share, f"{held_out:.4f}" if held_out is not None else "n/a"
+        )
 
     float_spearman = rows[0][1]
-    print("| variant | STS-B Spearman x100 | loss vs float | cosine mean | cosine min | Linear FLOPs INT8 |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, value, mean, low, share in rows:
-        print(f"| {name} | {value:.2f} | {float_spearman - value:+.2f} | {mean:.4f} | {low:.4f} | {share} |")
+    precision = "FP8" if arguments.fp8 else "INT8"
+    extra = " held-out cosine mean |" if arguments.fp8 else ""
+    print(
+        f"| variant | STS-B Spearman x100 | loss vs float | cosine mean | cosine min | Linear FLOPs {precision} |{extra}"
+    )
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|" if arguments.fp8 else ""))
+    for name, value, mean, low, share, held in rows:
+        last = f" {held} |" if arguments.fp8 else ""
+        print(
+            f"| {name} | {value:.2f} | {float_spearman - value:+.2f} | {mean:.4f} | {low:.4f} | {share} |{last}"
+        )
     return 0
 
 

@@ -1,6 +1,7 @@
 """GPU benchmark: TensorRT INT8 vs TensorRT FP16 (the same model without Q/DQ) vs PyTorch FP16.
 
     python scripts/bench_gpu.py ARTIFACT_DIR [--batch 1,8,32] [--seq 32,128,512] [--output DIR]
+                                [--fp8 FP8_ARTIFACT_DIR]
 
 Builds two engines with identical optimization profiles (one per sequence length, batch 1 to the largest
 batch): INT8 from the artifact's model_int8.onnx and FP16 from its model_fp32.onnx, both with the float
@@ -9,6 +10,11 @@ records) with SDPA attention. Every (batch, sequence) pair is timed end to end a
 (host inputs in, host outputs out) and the results are written to OUTPUT/bench_gpu.md, bench_gpu.json and
 bench_gpu.png (latency vs batch, one panel per sequence length). Needs an NVIDIA GPU, TensorRT and a CUDA
 build of torch; exits with status 2 and a message otherwise.
+
+``--fp8 DIR`` adds "TensorRT FP8", built from the model_fp8.onnx of an artifact converted with
+``--precision fp8`` (same model), with the same profiles: it needs compute capability 8.9 or newer (exit 2
+with one sentence below), and the run fails (exit 1, nothing written) when TensorRT's layer report shows no
+layer with an FP8 tensor, which means the FP8 Q/DQ did not fuse into FP8 kernels.
 """
 
 from __future__ import annotations
@@ -22,14 +28,59 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from trt_quant.artifacts import FLOAT_ONNX, INT8_ONNX, Manifest, load_manifest
+from trt_quant.artifacts import FLOAT_ONNX, FP8_ONNX, INT8_ONNX, Manifest, load_manifest, quantized_precision
 from trt_quant.bench import Latency, summarize_latency, synthetic_feeds, time_calls
-from trt_quant.engine import BuildConfig, Profile, build_plan, check_profiles, gpu_info
+from trt_quant.engine import BuildConfig, Profile, build_plan, check_fp8_capability, check_profiles, gpu_info
 from trt_quant.errors import TrtQuantError
 from trt_quant.runtime.trt import TensorRTRuntime, tensorrt_usable
 
 Run = Callable[[dict[str, np.ndarray]], object]
 ENGINES = {"TensorRT INT8": INT8_ONNX, "TensorRT FP16": FLOAT_ONNX}
+
+
+def fp8_layers(report: str) -> list[str]:
+    """Names of the layers in a TensorRT engine-inspector JSON report that read or write an FP8 tensor."""
+    try:
+        layers = json.loads(report).get("Layers", [])
+    except (json.JSONDecodeError, AttributeError):
+        return []
+    found = []
+    for layer in layers:
+        if not isinstance(layer, dict):  # a names-only report says nothing about types
+            continue
+        tensors = [*layer.get("Inputs", []), *layer.get("Outputs", [])]
+        if any("fp8" in str(tensor.get("Format/Datatype", "")).lower() for tensor in tensors):
+            found.append(str(layer.get("Name", "")))
+    return found
+
+
+class MissingFp8Layers(Exception):
+    """The FP8 engine has no FP8 layer."""
+
+
+def fp8_runner(artifact: Path, config: BuildConfig, args: argparse.Namespace) -> Run:
+    """Build the FP8 artifact's engine (compute capability 8.9+) and check that layers really run in FP8."""
+    import torch
+
+    manifest = load_manifest(artifact)
+    if quantized_precision(manifest) != "fp8":
+        raise TrtQuantError(
+            f"{artifact} holds no FP8 graph: pass an artifact converted with --precision fp8."
+        )
+    check_fp8_capability(torch.cuda.get_device_capability())
+    path = args.output / "fp8.plan"
+    print(f"building TensorRT FP8 from {FP8_ONNX} ...", file=sys.stderr)
+    built = build_plan(onnx.load(str(artifact / FP8_ONNX)), config, list(config.profiles))
+    (args.output / "fp8_layers.json").write_text(built.layers, encoding="utf-8")
+    layers = fp8_layers(built.layers)
+    if not layers:
+        raise MissingFp8Layers(
+            f"TensorRT built the FP8 engine without a single FP8 layer (see {args.output / 'fp8_layers.json'}): "
+            "the FP8 Q/DQ did not fuse, so no FP8 timing is reported."
+        )
+    print(f"TensorRT FP8: {len(layers)} layers with FP8 tensors", file=sys.stderr)
+    path.write_bytes(built.plan)
+    return TensorRTRuntime(artifact, manifest, engine_path=path, cuda_graphs=args.cuda_graphs).run
 
 
 def sizes(spec: str, option: str) -> list[int]:
@@ -162,7 +213,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workspace-mib", type=int, default=None, help="TensorRT workspace limit")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay TensorRT launches as CUDA graphs")
     parser.add_argument("--reuse-engines", action="store_true", help="reuse engines built by an earlier run")
-    parser.add_argument("--skip-pytorch", action="store_true", help="time only the two TensorRT engines")
+    parser.add_argument("--skip-pytorch", action="store_true", help="time only the TensorRT engines")
+    parser.add_argument(
+        "--fp8", type=Path, help="artifact converted with --precision fp8: also time TensorRT FP8"
+    )
     args = parser.parse_args(argv)
     args.output = args.output or args.artifact / "bench_gpu"
     return args
@@ -184,12 +238,17 @@ def main(argv: list[str] | None = None) -> int:
         check_profiles(config.profiles, manifest.max_length)
         args.output.mkdir(parents=True, exist_ok=True)
         runners = tensorrt_runners(args.artifact, manifest, config, args)
+        if args.fp8 is not None:
+            runners["TensorRT FP8"] = fp8_runner(args.fp8, config, args)
         if not args.skip_pytorch:
             runners["PyTorch FP16"] = pytorch_runner(manifest, args.model)
         rows = measure(runners, manifest, [(b, s) for s in sequences for b in batches], args)
     except TrtQuantError as error:
         print(error, file=sys.stderr)
         return 2
+    except MissingFp8Layers as error:
+        print(error, file=sys.stderr)
+        return 1
     import tensorrt
     import torch
 

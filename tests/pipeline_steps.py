@@ -11,7 +11,7 @@ import torch
 
 from trt_quant.config import QuantConfig
 from trt_quant.data import TextData, tokenize_batches
-from trt_quant.export import export_onnx, finalize_int8_graph, save_onnx
+from trt_quant.export import export_onnx, export_quantized, finalize_fp8_graph, finalize_int8_graph, save_onnx
 from trt_quant.models import LoadedModel, load_model
 from trt_quant.quantize import quantize
 from trt_quant.tasks import TaskModel
@@ -33,7 +33,8 @@ class SteppedConversion:
 def convert_step_by_step(
     model_dir: Path, task: str, texts: list[str], directory: Path, config: QuantConfig
 ) -> SteppedConversion:
-    """load -> export float -> quantize + calibrate -> export INT8 -> fold weights, one public call each."""
+    """load -> export float -> quantize + calibrate -> export INT8 (or FP8 at opset 19) -> store weights,
+    one public call each."""
     loaded = load_model(model_dir, task)
     batches = tokenize_batches(
         loaded.tokenizer, TextData(texts), loaded.input_names, config.batch_size, config.max_length
@@ -41,8 +42,12 @@ def convert_step_by_step(
     float_model = copy.deepcopy(loaded.model)
     export_onnx(loaded.model, batches[0], directory / "float.onnx", 17)
     quantized = quantize(loaded.model, batches, config, family=loaded.recipe.family)
-    graph = export_onnx(quantized, batches[0], directory / "int8.onnx", 17)
-    finalize_int8_graph(graph, config.int8_embeddings)
+    opset = config.min_opset
+    graph, scales = export_quantized(quantized, batches[0], directory / "int8.onnx", opset, config.precision)
+    if config.precision == "fp8":
+        finalize_fp8_graph(graph, scales, config.int8_embeddings)
+    else:
+        finalize_int8_graph(graph, config.int8_embeddings)
     save_onnx(graph, directory / "int8.onnx")
     return SteppedConversion(
         loaded, float_model, quantized, directory / "float.onnx", directory / "int8.onnx", graph, batches

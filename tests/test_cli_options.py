@@ -29,6 +29,7 @@ VALUES = {
     "--weight-bits": "7",
     "--peg-groups": "4",
     "--smoothquant": "0.5",
+    "--precision": "fp8",
     "--accuracy-budget": "cosine>=0.99",
     "--name": "other-name",
     "--learning-rate": "0.001",
@@ -96,6 +97,7 @@ def test_every_option_changes_what_the_api_receives(
 def test_quantization_options_are_shared_by_convert_qat_and_analyze() -> None:
     """One declaration: the three commands offer the same quantization options with the same defaults."""
     shared = [
+        "--precision",
         "--method",
         "--percentile",
         "--calib-samples",

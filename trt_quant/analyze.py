@@ -81,6 +81,7 @@ def analyze(
     directory.mkdir(parents=True, exist_ok=True)
     payload = {
         "metric": "mean cosine vs float",
+        "precision": config.precision,
         "all_int8_score": all_int8,
         "examples": len(evaluation),
         "layers": [asdict(item) for item in ranking],

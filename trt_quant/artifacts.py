@@ -27,6 +27,9 @@ MANIFEST = "manifest.json"
 FLOAT_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8.onnx"
 TRT_ONNX = "model_trt.onnx"  # the TensorRT-ready graph an engine build parses
+FP8_ONNX = "model_fp8.onnx"
+QUANTIZED_ONNX = {"int8": INT8_ONNX, "fp8": FP8_ONNX}
+"""The quantized graph's file by ``manifest.quantization["precision"]`` (INT8 when not recorded)."""
 ENGINE = "model.plan"
 TOKENIZER_DIR = "tokenizer"
 MODEL_CONFIG = "config.json"
@@ -277,6 +280,16 @@ def _release(version: str) -> tuple[int, ...]:
             break
         parts.append(int(digits))
     return tuple(parts)
+
+
+def quantized_precision(manifest: Manifest) -> str:
+    """The precision of an artifact's quantized graph: "int8" or "fp8"."""
+    return str(manifest.quantization.get("precision", "int8"))
+
+
+def quantized_onnx(manifest: Manifest) -> str:
+    """The file name of an artifact's quantized graph (model_int8.onnx or model_fp8.onnx)."""
+    return QUANTIZED_ONNX[quantized_precision(manifest)]
 
 
 def check_name(name: str) -> str:

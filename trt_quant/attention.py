@@ -1,5 +1,14 @@
-"""Optional INT8 attention: Q/DQ on query and key before Q.K^T, on the softmax output and on the value
-before P.V — the pattern TensorRT's fused INT8 attention needs. Off by default.
+"""Optional INT8 or FP8 attention: Q/DQ on query and key before Q.K^T, on the softmax output and on the
+value before P.V — the pattern TensorRT's fused INT8/FP8 attention needs. Off by default.
+
+The FP8 pattern follows TensorRT's "Fused Attention" guide (docs.nvidia.com/deeplearning/tensorrt/latest/
+inference-library/transformers-fused-attention.html: Q/DQ-quantized inputs of both batched matrix
+products, the attention scale applied to Q before the first one) and Model Optimizer's FP8 ONNX
+exporter for TensorRT's MHA-v2 fusion (NVIDIA/Model-Optimizer pull request 1289,
+``modelopt/onnx/export/fp8_exporter.py``: DequantizeLinear feeding each attention MatMul directly, FP8
+Q/DQ on the Softmax output). That exporter gives the Softmax output a fixed scale of 1/448 (amax 1);
+here it is calibrated like every other activation, and max calibration of probabilities lands at or
+just below 1.
 
 It is a transformers attention implementation ("trt_quant_int8", registered through transformers'
 AttentionInterface and AttentionMaskInterface) that computes what the eager implementation computes,
@@ -63,8 +72,8 @@ def attention_modules(model: nn.Module) -> list[Any]:
     return [m for m in model.modules() if hasattr(m, "config") and type(m).__name__.endswith("SelfAttention")]
 
 
-def quantize_attention(model: nn.Module, family: str) -> int:
-    """Attach the four quantizers to every self-attention module and switch the model to
+def quantize_attention(model: nn.Module, family: str, precision: str = "int8") -> int:
+    """Attach the four ``precision`` (int8, fp8) quantizers to every self-attention module and switch the model to
     :data:`IMPLEMENTATION`; return how many attention modules were quantized."""
     if family not in SUPPORTED_FAMILIES:
         raise TrtQuantError(
@@ -80,6 +89,6 @@ def quantize_attention(model: nn.Module, family: str) -> int:
         )
     for module in modules:
         for name in QUANTIZERS:
-            module.add_module(name, new_activation_quantizer())
+            module.add_module(name, new_activation_quantizer(precision))
         module.config._attn_implementation = IMPLEMENTATION
     return len(modules)

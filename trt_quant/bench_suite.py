@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import Manifest, load_manifest
+from .artifacts import Manifest, load_manifest, quantized_precision
 from .baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
 from .batching import PaddingRow, padding_benchmark, padding_table
 from .bench import BenchRow, Variant, benchmark, synthetic_feeds, write_report
@@ -33,6 +33,17 @@ VARIANTS = (
     *OPENVINO_VARIANTS,
 )
 ACCURACY_TEXTS = 96
+FP8_ON_CPU = (
+    "FP8 speed is not a result on CPU, where ONNX Runtime runs the FP8 graph by dequantizing it to float: "
+    "time it on a Hopper or Blackwell GPU (scripts/bench_gpu.py --precision fp8) and measure its accuracy "
+    "with trt-quant evaluate."
+)
+
+
+def refuse_fp8_timing(manifest: Manifest) -> None:
+    """Timing an FP8 artifact on CPU measures float arithmetic; say so instead."""
+    if quantized_precision(manifest) == "fp8":
+        raise TrtQuantError(FP8_ON_CPU)
 
 
 @dataclass
@@ -97,6 +108,7 @@ def run_benchmark(
 
     directory = Path(artifact)
     manifest = load_manifest(directory, verify=verify)
+    refuse_fp8_timing(manifest)
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     if not Path(manifest.source_model).exists():
@@ -146,6 +158,7 @@ def run_padding_benchmark(
     from .demo import builtin_text
 
     directory = Path(artifact)
+    refuse_fp8_timing(load_manifest(directory, verify=verify))
     threads = threads or os.cpu_count() or 1
     data = read_texts(texts or builtin_text("heldout.txt"), text_column)
     runtimes = {

@@ -457,6 +457,79 @@ def _input_dtype(index: _GraphIndex) -> Iterator[Finding]:
             yield Finding("input-dtype", "error", name, message)
 
 
+def _zero_point_type(index: _GraphIndex, node: onnx.NodeProto) -> int | None:
+    """The element type of a Q/DQ node's constant zero point (None without one)."""
+    tensor = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    return None if tensor is None else tensor.data_type
+
+
+def _fp8_nodes(index: _GraphIndex) -> Iterator[onnx.NodeProto]:
+    """Q/DQ nodes whose zero point is FP8 E4M3FN."""
+    return (n for n in index.qdq_nodes() if _zero_point_type(index, n) == TensorProto.FLOAT8E4M3FN)
+
+
+def _fp8_opset(index: _GraphIndex) -> Iterator[Finding]:
+    """FP8 QuantizeLinear/DequantizeLinear exist from opset 19 on."""
+    first = next(_fp8_nodes(index), None)
+    if first is not None and index.opset is not None and index.opset < 19:
+        name = _node_name(first)
+        message = (
+            f"{first.op_type} '{name}' is FP8 (float8e4m3fn zero-point), which needs opset 19 but the model "
+            f"uses opset {index.opset}; re-export with opset 19 (trt-quant convert --precision fp8 does)."
+        )
+        yield Finding("fp8-opset", "error", name, message)
+
+
+def _fp8_pair_types(index: _GraphIndex) -> Iterator[Finding]:
+    """A strongly typed network takes types from the graph: the DequantizeLinear reading an FP8
+    QuantizeLinear must read the same quantized type and use a scale of the same type."""
+    for node in _fp8_nodes(index):
+        if node.op_type != "QuantizeLinear":
+            continue
+        scale = index.constant(node.input[1])
+        for reader in index.consumers.get(node.output[0], []):
+            if reader.op_type != "DequantizeLinear":
+                continue
+            reader_scale = index.constant(reader.input[1])
+            reader_zero = _zero_point_type(index, reader)
+            name = _node_name(reader)
+            if reader_zero != TensorProto.FLOAT8E4M3FN:
+                kind = "none" if reader_zero is None else _type_name(reader_zero)
+                message = (
+                    f"DequantizeLinear '{name}' reads the FP8 output of '{_node_name(node)}' with a {kind} "
+                    "zero-point; give it a float8e4m3fn zero-point of 0 like its QuantizeLinear."
+                )
+                yield Finding("fp8-types", "error", name, message)
+            elif scale is not None and reader_scale is not None and scale.data_type != reader_scale.data_type:
+                message = (
+                    f"DequantizeLinear '{name}' has a {_type_name(reader_scale.data_type)} scale but its FP8 "
+                    f"QuantizeLinear '{_node_name(node)}' a {_type_name(scale.data_type)} one; a strongly typed "
+                    "network needs one scale type per pair, so store both alike."
+                )
+                yield Finding("fp8-types", "error", name, message)
+
+
+def _fp8_matmul_scale_types(index: _GraphIndex) -> Iterator[Finding]:
+    """Both FP8 DequantizeLinear inputs of a MatMul/Gemm produce the same float type (their scales')."""
+    fp8 = {id(node) for node in _fp8_nodes(index)}
+    for node in index.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        sources = [index.producer.get(name) for name in node.input[:2]]
+        if not all(s is not None and id(s) in fp8 and s.op_type == "DequantizeLinear" for s in sources):
+            continue
+        scales = [index.constant(s.input[1]) for s in sources if s is not None]
+        types = {scale.data_type for scale in scales if scale is not None}
+        if len(types) > 1:
+            name = _node_name(node)
+            message = (
+                f"{node.op_type} '{name}' reads FP8 DequantizeLinear outputs of different types "
+                f"({', '.join(sorted(_type_name(t) for t in types))}); a strongly typed network cannot multiply "
+                "them, so give both scales one type."
+            )
+            yield Finding("fp8-types", "error", name, message)
+
+
 _RULES: tuple[Callable[[_GraphIndex], Iterator[Finding]], ...] = (
     _opset,
     _input_dtype,
@@ -468,6 +541,9 @@ _RULES: tuple[Callable[[_GraphIndex], Iterator[Finding]], ...] = (
     _dq_cast,
     _mask_cast,
     _control_flow,
+    _fp8_opset,
+    _fp8_pair_types,
+    _fp8_matmul_scale_types,
 )
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .config import CALIBRATION_METHODS, QuantConfig
+from .config import AUTO, CALIBRATION_METHODS, QuantConfig
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -58,7 +58,8 @@ class OptionGroup:
 
 
 def _quant_config(keep_float: list[str] | None, smoothquant: float | None, **values: Any) -> QuantConfig:
-    return QuantConfig(keep_float=tuple(keep_float or ()), smoothquant=smoothquant or None, **values)
+    alpha = AUTO if smoothquant is None else smoothquant or None  # unset: 0.8 at int8, off at fp8; 0: off
+    return QuantConfig(keep_float=tuple(keep_float or ()), smoothquant=alpha, **values)
 
 
 QUANTIZATION = OptionGroup(
@@ -73,16 +74,27 @@ QUANTIZATION = OptionGroup(
         "batch_size": (Annotated[int, typer.Option(help="Calibration batch size.")], 16),
         "max_length": (Annotated[int, typer.Option(help="Maximum tokens per example.")], 128),
         "quantize_attention": (
-            Annotated[bool, typer.Option(help="INT8 Q/DQ on query, key, softmax output and value.")],
+            Annotated[bool, typer.Option(help="INT8/FP8 Q/DQ on query, key, softmax output and value.")],
             False,
         ),
         "quantize_residual": (
             Annotated[bool, typer.Option(help="Also quantize LayerNorm inputs (costs accuracy).")],
             False,
         ),
+        "precision": (
+            Annotated[
+                str, typer.Option(help="int8, or fp8 (E4M3; TensorRT engines need compute capability 8.9+).")
+            ],
+            "int8",
+        ),
         "smoothquant": (
-            Annotated[float | None, typer.Option(help="SmoothQuant alpha in (0, 1); 0 turns it off.")],
-            0.8,
+            Annotated[
+                float | None,
+                typer.Option(
+                    help="SmoothQuant alpha in (0, 1); 0 turns it off (default: 0.8 at int8, off at fp8)."
+                ),
+            ],
+            None,
         ),
         "weight_bits": (
             Annotated[int, typer.Option(help="8, or 7 for ONNX Runtime on x86 CPUs without VNNI.")],

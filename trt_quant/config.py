@@ -7,11 +7,22 @@ from dataclasses import dataclass, field
 from .errors import TrtQuantError
 
 CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")
+PRECISIONS = ("int8", "fp8")
+# entropy minimizes the KL divergence of a uniform 8-bit integer grid, which FP8's exponent grid is not
+FP8_CALIBRATION_METHODS = ("max", "percentile", "mse")
+DEFAULT_SMOOTHQUANT = 0.8
+AUTO = -1.0
+"""``smoothquant=AUTO`` (the default): SmoothQuant 0.8 at INT8, off at FP8."""
 
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """How to insert and calibrate INT8 quantizers.
+    """How to insert and calibrate INT8 or FP8 quantizers.
+
+    ``precision`` "int8" (default) or "fp8": FP8 is E4M3 with the same layout (per-output-channel
+    weights, per-tensor activations, symmetric), calibrated with max (default), percentile or mse;
+    SmoothQuant is off at FP8 unless ``smoothquant`` names an alpha, and the INT8-only settings
+    (``weight_bits`` 7, ``peg_groups``) are refused.
 
     Every ``nn.Linear`` gets per-output-channel symmetric INT8 weights and a per-tensor symmetric INT8
     input quantizer; embeddings stay float. ``quantize_residual`` also quantizes the inputs of the
@@ -19,7 +30,8 @@ class QuantConfig:
     ``keep_float`` lists module-name patterns (fnmatch) whose Linear layers stay float.
     ``smoothquant`` is the SmoothQuant migration strength alpha (None turns it off): each Linear input is
     divided per channel by s = max|x|^alpha / max|w|^(1-alpha) and the weight's input channels multiplied
-    by s, which moves activation outliers into the per-channel-quantized weights.
+    by s, which moves activation outliers into the per-channel-quantized weights. The default
+    (:data:`AUTO`) means 0.8 at INT8 and off at FP8.
     ``int8_embeddings`` stores embedding tables as INT8 rows with one scale each (lookups stay float).
     ``peg_groups`` K > 1 quantizes the feed-forward Linears' inputs per embedding group (PEG): K groups
     of input channels (sorted by range first with ``peg_permute``), each with its own per-tensor scale.
@@ -35,14 +47,19 @@ class QuantConfig:
     max_length: int = 128
     quantize_residual: bool = False
     keep_float: tuple[str, ...] = field(default_factory=tuple)
-    smoothquant: float | None = 0.8
+    smoothquant: float | None = AUTO
     int8_embeddings: bool = True
     weight_bits: int = 8
     peg_groups: int = 0
     quantize_attention: bool = False
     peg_permute: bool = True
+    precision: str = "int8"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise TrtQuantError(f"Unknown precision '{self.precision}': use one of {', '.join(PRECISIONS)}.")
+        if self.smoothquant == AUTO:
+            object.__setattr__(self, "smoothquant", DEFAULT_SMOOTHQUANT if self.precision == "int8" else None)
         if self.method not in CALIBRATION_METHODS:
             raise TrtQuantError(
                 f"Unknown calibration method '{self.method}': use one of {', '.join(CALIBRATION_METHODS)}."
@@ -69,6 +86,26 @@ class QuantConfig:
             raise TrtQuantError(
                 "The maximum length must be at least 2 tokens: pass --max-length L with L >= 2."
             )
+        if self.precision == "fp8":
+            self._check_fp8()
+
+    def _check_fp8(self) -> None:
+        if self.method not in FP8_CALIBRATION_METHODS:
+            raise TrtQuantError(
+                f"Calibration method '{self.method}' fits only INT8's uniform grid: at FP8 use one of "
+                f"{', '.join(FP8_CALIBRATION_METHODS)}."
+            )
+        if self.weight_bits != 8:
+            raise TrtQuantError(
+                "--weight-bits 7 is an INT8 setting for ONNX Runtime on CPUs: leave it at 8 for FP8."
+            )
+        if self.peg_groups:
+            raise TrtQuantError("PEG groups are an INT8 setting: leave --peg-groups at 0 for FP8.")
+
+    @property
+    def min_opset(self) -> int:
+        """The lowest ONNX opset that can hold this precision's Q/DQ (FP8 needs QuantizeLinear-19)."""
+        return 19 if self.precision == "fp8" else 17
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import torch
 from . import __version__
 from .artifacts import (
     FLOAT_ONNX,
-    INT8_ONNX,
     MODEL_CONFIG,
+    QUANTIZED_ONNX,
     TOKENIZER_DIR,
     Manifest,
     check_name,
@@ -31,7 +31,16 @@ from .config import ExportConfig, QuantConfig
 from .data import TextData, read_texts, split_pairs, tokenize_batches
 from .errors import TrtQuantError
 from .evaluate import CLASSIFYING_TASKS, LabelSource, OutputAgreement, output_agreement
-from .export import count_ops, export_onnx, finalize_int8_graph, graph_inputs, graph_outputs, save_onnx
+from .export import (
+    count_ops,
+    export_onnx,
+    export_quantized,
+    finalize_fp8_graph,
+    finalize_int8_graph,
+    graph_inputs,
+    graph_outputs,
+    save_onnx,
+)
 from .models import LoadedModel, load_model
 from .quantize import quantize, summarize
 from .runtime.base import Runtime
@@ -52,6 +61,7 @@ from .tasks import TaskModel, get_task
 log = logging.getLogger(__name__)
 
 EVAL_SAMPLES = 256
+QUANTIZED_FORMATS = {"int8": "int8", "fp8": "fp8 e4m3"}
 VERSIONED_PACKAGES = (
     "trt-quant",
     "torch",
@@ -190,9 +200,9 @@ def _run_check(path: Path) -> list[Any]:
 
 
 def measure_agreement(stage: Path, manifest: Manifest, data: TextData, max_length: int) -> OutputAgreement:
-    """Compare the INT8 ONNX against the float ONNX of a staged artifact with ONNX Runtime."""
+    """Compare the quantized ONNX against the float ONNX of a staged artifact with ONNX Runtime."""
     reference: Runtime = OrtRuntime(stage, manifest, precision="float")
-    candidate: Runtime = OrtRuntime(stage, manifest, precision="int8")
+    candidate: Runtime = OrtRuntime(stage, manifest)
     return output_agreement(
         reference, candidate, data, max_length=max_length, classify=manifest.task in CLASSIFYING_TASKS
     )
@@ -226,24 +236,30 @@ def write_int8_artifact(
     timings: dict[str, float],
     source: ArtifactSource,
 ) -> tuple[Manifest, list[Any]]:
-    """Everything after quantization: export the INT8 ONNX into ``stage`` (which already holds the float
-    ONNX), store its weights as INT8, save the tokenizer, check the graph, measure its agreement with the
-    float graph and write the manifest. Adds each step's seconds to ``timings``."""
+    """Everything after quantization: export the INT8 (or FP8) ONNX into ``stage`` (which already holds the
+    float ONNX), store its weights as INT8 (FP8), save the tokenizer, check the graph, measure its agreement
+    with the float graph and write the manifest. Adds each step's seconds to ``timings``."""
     step = time.perf_counter()
-    int8_graph = export_onnx(quantized, sample, stage / INT8_ONNX, export_config.opset)
-    graph_edits = finalize_int8_graph(int8_graph, config.int8_embeddings)
-    save_onnx(int8_graph, stage / INT8_ONNX)
+    precision = config.precision
+    quantized_file = stage / QUANTIZED_ONNX[precision]
+    opset = max(export_config.opset, config.min_opset)
+    int8_graph, fp8_scales = export_quantized(quantized, sample, quantized_file, opset, precision)
+    if precision == "fp8":
+        graph_edits = finalize_fp8_graph(int8_graph, fp8_scales, config.int8_embeddings)
+    else:
+        graph_edits = finalize_int8_graph(int8_graph, config.int8_embeddings)
+    save_onnx(int8_graph, quantized_file)
     loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
     loaded.config.to_json_file(stage / MODEL_CONFIG)  # label names travel with the artifact
-    timings["export int8"] = time.perf_counter() - step
+    timings[f"export {precision}"] = time.perf_counter() - step
 
     step = time.perf_counter()
-    findings = _run_check(stage / INT8_ONNX)
+    findings = _run_check(quantized_file)
     timings["check"] = time.perf_counter() - step
 
     summary = summarize(quantized)
     float_bytes = (stage / FLOAT_ONNX).stat().st_size
-    int8_bytes = (stage / INT8_ONNX).stat().st_size
+    int8_bytes = quantized_file.stat().st_size
     manifest = Manifest(
         name=source.name,
         source_model=source.model,
@@ -256,6 +272,7 @@ def write_int8_artifact(
         outputs=graph_outputs(int8_graph),
         quantization={
             "library": "nvidia-modelopt",
+            "precision": precision,
             "method": config.method,
             "percentile": config.percentile if config.method == "percentile" else None,
             "calib_file": source.calib_file,
@@ -264,8 +281,8 @@ def write_int8_artifact(
             "batch_size": config.batch_size,
             "max_length": config.max_length,
             "quantize_residual": config.quantize_residual,
-            "weights": "int8 per output channel, symmetric",
-            "activations": "int8 per tensor, symmetric",
+            "weights": f"{QUANTIZED_FORMATS[precision]} per output channel, symmetric",
+            "activations": f"{QUANTIZED_FORMATS[precision]} per tensor, symmetric",
             "quantized_linears": summary.quantized_linears,
             "float_linears": list(summary.float_linear_names),
             **graph_edits,
@@ -273,12 +290,12 @@ def write_int8_artifact(
             "weight_bits": config.weight_bits,
             "quantize_linear_nodes": count_ops(int8_graph, "QuantizeLinear"),
             "dequantize_linear_nodes": count_ops(int8_graph, "DequantizeLinear"),
-            "opset": export_config.opset,
+            "opset": opset,
         },
         sizes={
             "float_onnx_bytes": float_bytes,
-            "int8_onnx_bytes": int8_bytes,
-            "int8_to_float_ratio": round(int8_bytes / float_bytes, 4),
+            f"{precision}_onnx_bytes": int8_bytes,
+            f"{precision}_to_float_ratio": round(int8_bytes / float_bytes, 4),
         },
         versions=library_versions(),
     )

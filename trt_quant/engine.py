@@ -23,7 +23,7 @@ from typing import Any
 import onnx
 from tqdm.auto import tqdm
 
-from .artifacts import ENGINE, TRT_ONNX, load_manifest, write_atomically, write_manifest
+from .artifacts import ENGINE, TRT_ONNX, load_manifest, quantized_precision, write_atomically, write_manifest
 from .errors import GpuUnavailableError, TrtQuantError
 from .precision import PRECISIONS
 from .trt_graph import tensorrt_graph
@@ -32,6 +32,7 @@ from .trt_onnx import prepare_tensorrt_onnx, store_tensorrt_onnx
 LAYERS_REPORT = "engine_layers.json"
 DEFAULT_BATCH = "1,8,32"
 INSTALL_HINT = "pip install 'trt-quant[gpu]'"
+FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0), Blackwell (10.0, 12.0)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,16 @@ def require_tensorrt() -> Any:
     return trt
 
 
+def check_fp8_capability(capability: tuple[int, int]) -> None:
+    """Refuse an FP8 engine on a GPU below compute capability 8.9, in one sentence."""
+    if tuple(capability) < FP8_MIN_CAPABILITY:
+        major, minor = capability
+        raise GpuUnavailableError(
+            f"FP8 TensorRT engines need an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper, "
+            f"Blackwell) and this one is {major}.{minor}: convert with --precision int8 for this GPU."
+        )
+
+
 def gpu_info() -> dict[str, str]:
     """Name and compute capability ("8.6") of the current CUDA device."""
     import torch
@@ -221,7 +232,12 @@ def build_engine(
             stacklevel=2,
         )
     profiles = config.resolved_profiles(manifest.max_length)
-    prepared = prepare_tensorrt_onnx(directory, config.precision, config.fp32_islands)
+    if quantized_precision(manifest) == "fp8":
+        import torch
+
+        require_tensorrt()
+        check_fp8_capability(torch.cuda.get_device_capability())
+    prepared = prepare_tensorrt_onnx(directory, manifest, config.precision, config.fp32_islands)
     built = build_plan_from_onnx(prepared.data, config, profiles)
     store_tensorrt_onnx(directory, manifest, prepared)
     write_atomically(directory / ENGINE, built.plan)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
-from .artifacts import MODEL_CONFIG, TOKENIZER_DIR, Manifest, write_atomically
+from .artifacts import MODEL_CONFIG, TOKENIZER_DIR, Manifest, quantized_precision, write_atomically
 from .data import TextData, batched, pick_column, read_rows, read_texts, select_inputs
 from .errors import TrtQuantError
 from .progress import progress
@@ -158,7 +158,8 @@ class EvaluationReport:
     """Float vs INT8 on one data file.
 
     ``metrics`` maps "float" and "int8" to the task metrics in percent (both empty without labels);
-    ``agreement`` compares the INT8 outputs with the float outputs and is always measured.
+    ``agreement`` compares the INT8 outputs with the float outputs and is always measured. ``precision``
+    is the quantized graph's ("int8" or "fp8"; for FP8 the "int8" entries hold the FP8 graph's metrics).
     """
 
     artifact: str
@@ -169,6 +170,7 @@ class EvaluationReport:
     labels: str | None
     metrics: Metrics
     agreement: OutputAgreement
+    precision: str = "int8"
 
     def deltas(self) -> dict[str, float]:
         """INT8 minus float, per metric."""
@@ -609,7 +611,7 @@ def evaluate_artifact(
         raise TrtQuantError("--batch-size and --limit must be at least 1: pass positive numbers.")
     directory = Path(artifact_dir)
     reference = load_runtime(directory, backend="onnxruntime", precision="float", verify=verify)
-    candidate = load_runtime(directory, backend=backend, precision="int8", verify=False)
+    candidate = load_runtime(directory, backend=backend, verify=False)
     manifest = reference.manifest
     if max_length is not None and not 0 < max_length <= manifest.max_length:
         raise TrtQuantError(
@@ -638,6 +640,7 @@ def evaluate_artifact(
         labels=labels,
         metrics=scores,
         agreement=comparison.agreement(examples),
+        precision=quantized_precision(manifest),
     )
     if write:
         write_atomically(directory / REPORT_JSON, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
@@ -668,15 +671,16 @@ def agreement_rows(agreement: OutputAgreement) -> list[tuple[str, str]]:
 def evaluation_markdown(report: EvaluationReport) -> str:
     """report.md: the task metrics (float, INT8, delta) and the agreement of INT8 outputs with float."""
     labels = f"labels `{report.labels}`" if report.labels else "no labels"
+    label = report.precision.upper()
     lines = [
         f"# trt-quant evaluation: {Path(report.artifact).name}",
         "",
         f"- data: `{report.data}` ({report.examples} examples, {labels})",
-        f"- task: {report.task}; INT8 on {report.backend}, float reference on onnxruntime",
+        f"- task: {report.task}; {label} on {report.backend}, float reference on onnxruntime",
         "",
     ]
     if report.metrics["float"]:
-        lines += ["| metric | float | INT8 | delta |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| metric | float | {label} | delta |", "| --- | ---: | ---: | ---: |"]
         deltas = report.deltas()
         for key, value in report.metrics["float"].items():
             int8 = report.metrics["int8"][key]
@@ -685,7 +689,7 @@ def evaluation_markdown(report: EvaluationReport) -> str:
                 f"| {format_number(deltas[key], signed=True)} |"
             )
     else:
-        lines.append("No labels, so no task metrics: INT8 is compared with float only.")
-    lines += ["", "## INT8 vs float outputs", "", "| measure | value |", "| --- | ---: |"]
+        lines.append(f"No labels, so no task metrics: {label} is compared with float only.")
+    lines += ["", f"## {label} vs float outputs", "", "| measure | value |", "| --- | ---: |"]
     lines += [f"| {measure} | {value} |" for measure, value in agreement_rows(report.agreement)]
     return "\n".join(lines) + "\n"

@@ -1,9 +1,17 @@
-"""ONNX export with explicit quantization (QuantizeLinear/DequantizeLinear), INT8 weight storage.
+"""ONNX export with explicit quantization (QuantizeLinear/DequantizeLinear), INT8 or FP8 weight storage.
 
-The TorchScript exporter writes Model Optimizer's quantizers as Q/DQ pairs. Weight quantizers come out
-as float weight -> QuantizeLinear -> DequantizeLinear -> Transpose -> MatMul; :func:`fold_weight_quantizers`
-turns each into an INT8 initializer (already transposed) -> DequantizeLinear -> MatMul, so weights are
-stored in INT8 (about a quarter of the float size) and TensorRT/ONNX Runtime see the standard pattern.
+The TorchScript exporter writes Model Optimizer's INT8 quantizers as Q/DQ pairs. Weight quantizers come
+out as float weight -> QuantizeLinear -> DequantizeLinear -> Transpose -> MatMul;
+:func:`fold_weight_quantizers` turns each into an INT8 initializer (already transposed) -> DequantizeLinear
+-> MatMul, so weights are stored in INT8 (about a quarter of the float size) and TensorRT/ONNX Runtime see
+the standard pattern.
+
+FP8 (:func:`export_quantized` with precision "fp8", opset >= 19): Model Optimizer 0.47 writes its FP8
+activation quantizers as the custom ops ``trt::TRT_FP8QuantizeLinear``/``trt::TRT_FP8DequantizeLinear``
+(uint8-typed, no zero point); :func:`standard_fp8_qdq` turns them into standard QuantizeLinear/
+DequantizeLinear with a float8e4m3fn zero point of 0. Weights leave the exporter as fake-quantized float
+initializers; :func:`store_fp8_weights` stores each as a float8e4m3fn initializer -> per-channel
+DequantizeLinear -> MatMul.
 """
 
 from __future__ import annotations
@@ -14,13 +22,16 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
 
 from .artifacts import TensorSpec
+from .errors import TrtQuantError
 from .tasks import TaskModel
 
 BATCH_AXIS = "batch"
@@ -63,6 +74,145 @@ def export_onnx(
             do_constant_folding=True,
         )
     return onnx.load(str(path))
+
+
+FP8_OPSET = 19  # QuantizeLinear/DequantizeLinear accept float8e4m3fn from opset 19 on
+_TRT_FP8_OPS = {"TRT_FP8QuantizeLinear": "QuantizeLinear", "TRT_FP8DequantizeLinear": "DequantizeLinear"}
+
+
+def export_quantized(
+    model: TaskModel, example: dict[str, torch.Tensor], path: Path, opset: int, precision: str = "int8"
+) -> tuple[onnx.ModelProto, dict[str, tuple[Any, int]]]:
+    """Export a fake-quantized ``model``: INT8 as :func:`export_onnx` does; FP8 at opset >= 19 with
+    standard float8e4m3fn Q/DQ and the per-channel weight scales :func:`store_fp8_weights` needs."""
+    if precision != "fp8":
+        return export_onnx(model, example, path, opset), {}
+    if opset < FP8_OPSET:
+        raise TrtQuantError(f"FP8 Q/DQ needs ONNX opset {FP8_OPSET} or newer: pass --opset {FP8_OPSET}.")
+    from .quantize import fp8_weights_for_export
+
+    with fp8_weights_for_export(model) as scales:
+        graph = export_onnx(model, example, path, opset)
+    standard_fp8_qdq(graph)
+    static_output_dims(graph)
+    return graph, scales
+
+
+def static_output_dims(model: onnx.ModelProto) -> None:
+    """Give graph outputs back the fixed sizes (number of classes, hidden size) that the exporter could not
+    infer through custom ops and named instead; batch and sequence stay dynamic."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for output in probe.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(probe).graph.output
+    for ours, theirs in zip(model.graph.output, inferred, strict=True):
+        for mine, known in zip(
+            ours.type.tensor_type.shape.dim, theirs.type.tensor_type.shape.dim, strict=False
+        ):
+            if known.HasField("dim_value") and mine.dim_param not in ("", BATCH_AXIS, SEQUENCE_AXIS):
+                mine.dim_value = known.dim_value
+
+
+def standard_fp8_qdq(model: onnx.ModelProto) -> int:
+    """Replace Model Optimizer's ``trt::TRT_FP8QuantizeLinear``/``TRT_FP8DequantizeLinear`` by standard
+    QuantizeLinear/DequantizeLinear with a float8e4m3fn zero point of 0 and their scales as initializers
+    (as the INT8 export has them); return how many were replaced."""
+    graph = model.graph
+    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+    replaced = 0
+    for node in graph.node:
+        if node.domain != "trt" or node.op_type not in _TRT_FP8_OPS:
+            continue
+        zero_point = f"{node.name or node.output[0]}_fp8_zero_point"
+        graph.initializer.append(helper.make_tensor(zero_point, onnx.TensorProto.FLOAT8E4M3FN, [], [0.0]))
+        node.name = node.name.replace(node.op_type, _TRT_FP8_OPS[node.op_type])
+        node.op_type, node.domain = _TRT_FP8_OPS[node.op_type], ""
+        del node.input[2:]
+        node.input.append(zero_point)
+        del node.attribute[:]
+        scale = constants.pop(node.input[1], None)
+        if scale is not None:
+            graph.initializer.append(
+                numpy_helper.from_array(numpy_helper.to_array(scale.attribute[0].t), scale.output[0])
+            )
+            graph.node.remove(scale)
+        replaced += 1
+    if replaced:
+        fp8_values = {node.output[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+        kept = [value for value in graph.value_info if value.name not in fp8_values]
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+    uses_trt = any(node.domain == "trt" for node in graph.node)
+    kept_opsets = [entry for entry in model.opset_import if entry.domain != "trt" or uses_trt]
+    del model.opset_import[:]
+    model.opset_import.extend(kept_opsets)
+    return replaced
+
+
+def store_fp8_weights(model: onnx.ModelProto, scales: dict[str, tuple[Any, int]]) -> int:
+    """Store every float MatMul/Gemm weight initializer listed in ``scales`` (by fingerprint, see
+    ``quantize.fp8_weights_for_export``) as float8e4m3fn -> DequantizeLinear along its output-channel
+    axis; return how many. The values are already on the FP8 grid, so the stored weights are exact."""
+    from .quantize import weight_fingerprint
+
+    graph = model.graph
+    index = _GraphIndex(graph)
+    stored = 0
+    for name, tensor in list(index.initializers.items()):
+        readers = index.consumers.get(name, [])
+        if len(tensor.dims) != 2 or tensor.data_type != onnx.TensorProto.FLOAT or not readers:
+            continue
+        if not all(
+            node.op_type in ("MatMul", "Gemm") and list(node.input[1:2]) == [name] for node in readers
+        ):
+            continue
+        weight = numpy_helper.to_array(tensor)
+        found = scales.get(weight_fingerprint(weight))
+        if found is None:
+            continue
+        scale = np.asarray(found[0], dtype=np.float32).reshape(-1)
+        axis = found[1]
+        shape = [1, 1]
+        shape[axis] = scale.size
+        stored_name = f"{name}_fp8"
+        fp8 = (weight / scale.reshape(shape)).astype(ml_dtypes.float8_e4m3fn)
+        graph.initializer.extend(
+            [
+                _fp8_tensor(fp8, stored_name),
+                numpy_helper.from_array(scale, f"{name}_fp8_scale"),
+                helper.make_tensor(
+                    f"{name}_fp8_zero_point", onnx.TensorProto.FLOAT8E4M3FN, [scale.size], [0.0] * scale.size
+                ),
+            ]
+        )
+        dequantized = f"{name}_dequantized"
+        position = min(list(graph.node).index(node) for node in readers)
+        graph.node.insert(
+            position,
+            helper.make_node(
+                "DequantizeLinear",
+                [stored_name, f"{name}_fp8_scale", f"{name}_fp8_zero_point"],
+                [dequantized],
+                name=f"{name}/DequantizeLinear",
+                axis=axis,
+            ),
+        )
+        for node in readers:
+            node.input[1] = dequantized
+        stored += 1
+    remove_unused(model)
+    return stored
+
+
+def _fp8_tensor(values: np.ndarray, name: str) -> onnx.TensorProto:
+    """A float8e4m3fn initializer holding ``values`` (an ml_dtypes float8_e4m3fn array) as raw bytes."""
+    tensor = onnx.TensorProto()
+    tensor.name = name
+    tensor.data_type = onnx.TensorProto.FLOAT8E4M3FN
+    tensor.dims.extend(values.shape)
+    tensor.raw_data = np.ascontiguousarray(values).view(np.uint8).tobytes()
+    return tensor
 
 
 class _GraphIndex:
@@ -271,6 +421,17 @@ def finalize_int8_graph(model: onnx.ModelProto, int8_embeddings: bool) -> dict[s
     """INT8 weight initializers, INT8 embedding tables (optional), shared duplicate Q/DQ; return counts."""
     return {
         "int8_weight_initializers": fold_weight_quantizers(model),
+        "int8_embedding_tables": store_embeddings_int8(model) if int8_embeddings else 0,
+        "merged_duplicate_nodes": merge_duplicate_nodes(model),
+    }
+
+
+def finalize_fp8_graph(
+    model: onnx.ModelProto, scales: dict[str, tuple[Any, int]], int8_embeddings: bool
+) -> dict[str, int]:
+    """FP8 weight initializers, INT8 embedding tables (optional; lookups stay float), shared duplicates."""
+    return {
+        "fp8_weight_initializers": store_fp8_weights(model, scales),
         "int8_embedding_tables": store_embeddings_int8(model) if int8_embeddings else 0,
         "merged_duplicate_nodes": merge_duplicate_nodes(model),
     }

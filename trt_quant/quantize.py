@@ -1,14 +1,21 @@
-"""INT8 Q/DQ insertion and calibration through NVIDIA Model Optimizer (the only module that imports it).
+"""INT8/FP8 Q/DQ insertion and calibration through NVIDIA Model Optimizer (the only module that imports it).
 
-Every ``nn.Linear`` gets a per-output-channel symmetric INT8 weight quantizer and a per-tensor symmetric
-INT8 input quantizer; embeddings stay float; LayerNorm inputs (the residual sums) are quantized only
-with ``QuantConfig.quantize_residual``. Calibration runs our own loop over the quantizers so that every
-method works on CPU: ``max`` with Model Optimizer's max calibrator, and ``percentile``, ``entropy`` and
-``mse`` with its histogram calibrator. (In the pinned release, ``mtq.quantize`` with a histogram
+Every ``nn.Linear`` gets a per-output-channel symmetric weight quantizer and a per-tensor symmetric input
+quantizer, INT8 or FP8 E4M3 (``QuantConfig.precision``; scale = amax/127 or amax/448); embeddings stay
+float; LayerNorm inputs (the residual sums) are quantized only with ``QuantConfig.quantize_residual``.
+Calibration runs our own loop over the quantizers so that every method works on CPU: ``max`` with
+Model Optimizer's max calibrator, and ``percentile``, ``entropy`` and ``mse`` with its histogram
+calibrator. (In the pinned release, ``mtq.quantize`` with a histogram
 calibrator fails: its max-calibration pass calls ``compute_amax()`` without the method argument. Its
 ``mse`` search is broken too: it calls ``fake_tensor_quant(centers, amax, num_bits, unsigned)``, which
 takes ``bias`` third, so every candidate range scores garbage and the smallest one, 1/16 of the observed
-maximum, wins; ``mse_amax`` searches the same histogram correctly.)
+maximum, wins; ``mse_amax`` searches the same histogram correctly.) At FP8, ``mse`` scores the E4M3
+grid; ``entropy`` (a uniform-grid KL search) is refused by ``QuantConfig``.
+
+Model Optimizer 0.47 exports FP8 quantizers through the TorchScript exporter only per tensor, as the
+custom ops ``trt::TRT_FP8QuantizeLinear``/``trt::TRT_FP8DequantizeLinear`` (it asserts on per-channel
+amax). :func:`fp8_weights_for_export` therefore exports per-channel FP8 weights as their fake-quantized
+float values and hands the scales to the export step, which stores them as float8e4m3fn.
 """
 
 from __future__ import annotations
@@ -37,18 +44,27 @@ WEIGHT_QUANTIZER = "weight_quantizer"
 INPUT_QUANTIZER = "input_quantizer"
 
 
-def _modelopt_config(quantize_residual: bool) -> dict:
+FP8_E4M3 = (4, 3)  # Model Optimizer's num_bits for FP8 E4M3
+FP8_MAX = 448.0
+
+
+def _num_bits(precision: str) -> int | tuple[int, int]:
+    return FP8_E4M3 if precision == "fp8" else 8
+
+
+def _modelopt_config(quantize_residual: bool, precision: str = "int8") -> dict:
+    bits = _num_bits(precision)
     entries: list[dict] = [
         {"quantizer_name": "*", "enable": False},
         {
             "quantizer_name": f"*{WEIGHT_QUANTIZER}",
             "parent_class": "nn.Linear",
-            "cfg": {"num_bits": 8, "axis": 0},
+            "cfg": {"num_bits": bits, "axis": 0},
         },
         {
             "quantizer_name": f"*{INPUT_QUANTIZER}",
             "parent_class": "nn.Linear",
-            "cfg": {"num_bits": 8, "axis": None},
+            "cfg": {"num_bits": bits, "axis": None},
         },
     ]
     if quantize_residual:
@@ -56,7 +72,7 @@ def _modelopt_config(quantize_residual: bool) -> dict:
             {
                 "quantizer_name": f"*{INPUT_QUANTIZER}",
                 "parent_class": "nn.LayerNorm",
-                "cfg": {"num_bits": 8, "axis": None},
+                "cfg": {"num_bits": bits, "axis": None},
             }
         )
     return {"quant_cfg": entries, "algorithm": "max"}
@@ -108,7 +124,9 @@ def insert_quantizers(model: TaskModel, config: QuantConfig, extra_float: Sequen
     import modelopt.torch.quantization as mtq
 
     with contextlib.redirect_stdout(io.StringIO()):  # Model Optimizer prints every class it registers
-        quantized = mtq.quantize(model, _modelopt_config(config.quantize_residual), forward_loop=None)
+        quantized = mtq.quantize(
+            model, _modelopt_config(config.quantize_residual, config.precision), forward_loop=None
+        )
     keep_float(quantized, [*config.keep_float, *extra_float])
     return quantized
 
@@ -120,12 +138,12 @@ def recipe_for_family(family: str) -> Any:
     return next(recipe for recipe in RECIPES.values() if recipe.family == family)
 
 
-def new_activation_quantizer() -> nn.Module:
-    """A per-tensor symmetric INT8 activation quantizer (for quantizers outside Linear layers)."""
+def new_activation_quantizer(precision: str = "int8") -> nn.Module:
+    """A per-tensor symmetric INT8 or FP8 activation quantizer (for quantizers outside Linear layers)."""
     from modelopt.torch.quantization.config import QuantizerAttributeConfig
     from modelopt.torch.quantization.nn import TensorQuantizer
 
-    return TensorQuantizer(QuantizerAttributeConfig(num_bits=8, axis=None))
+    return TensorQuantizer(QuantizerAttributeConfig(num_bits=_num_bits(precision), axis=None))
 
 
 def _new_calibrator(method: str) -> Any:
@@ -136,18 +154,25 @@ def _new_calibrator(method: str) -> Any:
     return HistogramCalibrator(num_bits=8, axis=None, unsigned=False)
 
 
-def mse_amax(histogram: Any, edges: Any, start_bin: int = 128) -> torch.Tensor | None:
-    """The clipping range that minimizes the mean squared error of symmetric INT8 quantization over a
-    histogram of |x| (bin counts and edges): every ``HISTOGRAM_SEARCH_STRIDE``-th bin centre from
-    ``start_bin`` on is tried as the range, values above it clip. None for an empty histogram."""
+def mse_amax(
+    histogram: Any, edges: Any, start_bin: int = 128, precision: str = "int8"
+) -> torch.Tensor | None:
+    """The clipping range that minimizes the mean squared error of symmetric INT8 (or FP8 E4M3)
+    quantization over a histogram of |x| (bin counts and edges): every ``HISTOGRAM_SEARCH_STRIDE``-th bin
+    centre from ``start_bin`` on is tried as the range, values above it clip. None for an empty histogram."""
     if histogram is None or edges is None:
         return None
     counts = torch.as_tensor(histogram, dtype=torch.float64)
     bin_edges = torch.as_tensor(edges, dtype=torch.float64)
     centers = (bin_edges[1:] + bin_edges[:-1]) / 2
     candidates = centers[min(start_bin, len(centers) - 1) :: HISTOGRAM_SEARCH_STRIDE].clamp(min=1e-12)
-    steps = (candidates / 127).unsqueeze(1)
-    quantized = torch.clamp(torch.round(centers / steps), max=127) * steps
+    if precision == "fp8":
+        steps = (candidates / FP8_MAX).unsqueeze(1)
+        grid = torch.clamp(centers / steps, max=FP8_MAX).float().to(torch.float8_e4m3fn)
+        quantized = grid.to(torch.float64) * steps
+    else:
+        steps = (candidates / 127).unsqueeze(1)
+        quantized = torch.clamp(torch.round(centers / steps), max=127) * steps
     errors = ((quantized - centers) ** 2 * counts).sum(dim=1)
     return candidates[int(torch.argmin(errors))].float()
 
@@ -173,7 +198,7 @@ def calibrate(
     for name, quantizer in quantizers.items():
         calibrator = quantizer._calibrator
         if config.method == "mse":
-            amax = mse_amax(calibrator._calib_hist, calibrator._calib_bin_edges)
+            amax = mse_amax(calibrator._calib_hist, calibrator._calib_bin_edges, precision=config.precision)
         else:
             arguments: tuple = () if config.method == "max" else (config.method,)
             keywords: dict[str, float] = {}
@@ -323,7 +348,7 @@ def quantize(
     extra_float: Sequence[str] = (),
     family: str | None = None,
 ) -> TaskModel:
-    """Insert INT8 quantizers into ``model`` (in place) and calibrate them on ``batches``.
+    """Insert INT8 or FP8 quantizers into ``model`` (in place) and calibrate them on ``batches``.
 
     ``family`` (the recipe's) matters only for ``config.quantize_attention``. Statistics are gathered in
     inference mode (no dropout), whatever mode ``model`` came in."""
@@ -336,7 +361,7 @@ def quantize(
     if config.quantize_attention:
         from .attention import quantize_attention
 
-        quantize_attention(quantized, family or "unknown")
+        quantize_attention(quantized, family or "unknown", config.precision)
     if config.smoothquant is not None:
         folds = recipe_for_family(family).smoothquant_folds if family else ()
         smooth(quantized, input_channel_ranges(quantized, batches), config.smoothquant, folds)
@@ -360,6 +385,53 @@ def narrow_weight_ranges(model: nn.Module, bits: int) -> None:
         quantizer = getattr(module, WEIGHT_QUANTIZER)
         if quantizer.is_enabled:
             quantizer.amax = quantizer.amax * widen
+
+
+def precision_of(model: nn.Module) -> str:
+    """ "fp8" when the model's quantizers are FP8 E4M3, else "int8"."""
+    quantizer_class = _tensor_quantizer_class()
+    for module in model.modules():
+        if isinstance(module, quantizer_class) and module.is_enabled:
+            return "fp8" if module.num_bits == FP8_E4M3 else "int8"
+    return "int8"
+
+
+def weight_fingerprint(weight: torch.Tensor | Any) -> str:
+    """A digest of a 2-D float32 weight's values, to find it again among an exported graph's initializers."""
+    import hashlib
+
+    array = weight.detach().float().contiguous().numpy() if isinstance(weight, torch.Tensor) else weight
+    return hashlib.sha256(array.astype("float32").tobytes() + str(array.shape).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def fp8_weights_for_export(model: nn.Module) -> Iterator[dict[str, tuple[torch.Tensor, int]]]:
+    """While exporting: every enabled FP8 weight quantizer is off and its Linear holds the fake-quantized
+    weight; yields (per-channel scales amax/448, output-channel axis) keyed by :func:`weight_fingerprint`
+    of that weight (axis 0) and of its transpose (axis 1, how MatMul reads it), so the export step can
+    store each as float8e4m3fn + scale.
+
+    Model Optimizer 0.47 cannot export per-channel FP8 weights (see the module docstring)."""
+    saved: list[tuple[nn.Module, torch.Tensor, Any]] = []
+    scales: dict[str, tuple[torch.Tensor, int]] = {}
+    try:
+        for module in quantized_linears(model).values():
+            quantizer = getattr(module, WEIGHT_QUANTIZER)
+            if not quantizer.is_enabled or quantizer.num_bits != FP8_E4M3:
+                continue
+            with torch.no_grad():
+                fake = quantizer(module.weight).detach()
+            scale = (quantizer.amax.detach().float().reshape(-1) / FP8_MAX).clamp(min=2.0**-24)
+            scales[weight_fingerprint(fake)] = (scale, 0)
+            scales[weight_fingerprint(fake.t())] = (scale, 1)
+            saved.append((module, module.weight.data, quantizer))
+            module.weight.data = fake
+            quantizer.disable()
+        yield scales
+    finally:
+        for module, weight, quantizer in saved:
+            module.weight.data = weight
+            quantizer.enable()
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,9 @@ def convert_summary(report: ConvertReport) -> Table:
     table.add_row("outputs", ", ".join(f"{s.name}{s.shape}" for s in manifest.outputs))
     percentile = f" {quant['percentile']}" if quant.get("percentile") else ""
     table.add_row("calibration", f"{quant['method']}{percentile} on {quant['calib_samples']} samples")
-    table.add_row("INT8 linears", f"{quant['quantized_linears']} (float: {len(quant['float_linears'])})")
+    precision = quant.get("precision", "int8")
+    label = precision.upper()
+    table.add_row(f"{label} linears", f"{quant['quantized_linears']} (float: {len(quant['float_linears'])})")
     mixed = quant.get("mixed_precision")
     if mixed:
         digits = 4 if mixed["budget"].startswith("cosine") else 2
@@ -53,20 +55,20 @@ def convert_summary(report: ConvertReport) -> Table:
     sizes = manifest.sizes
     table.add_row(
         "ONNX size",
-        f"float {_mb(sizes['float_onnx_bytes'])} -> INT8 {_mb(sizes['int8_onnx_bytes'])} "
-        f"({sizes['int8_to_float_ratio']:.0%})",
+        f"float {_mb(sizes['float_onnx_bytes'])} -> {label} {_mb(sizes[f'{precision}_onnx_bytes'])} "
+        f"({sizes[f'{precision}_to_float_ratio']:.0%})",
     )
     accuracy = manifest.accuracy
     if "mean_cosine" in accuracy:
         agreement = accuracy.get("top1_agreement")
         extra = f", top-1 agreement {agreement:.2%}" if agreement is not None else ""
         table.add_row(
-            "INT8 vs float",
+            f"{label} vs float",
             f"cosine mean {accuracy['mean_cosine']:.4f} min {accuracy['min_cosine']:.4f}"
             f"{extra} on {accuracy['examples']} held-out examples",
         )
     else:
-        table.add_row("INT8 vs float", f"not measured: held-out data {accuracy.get('data')}")
+        table.add_row(f"{label} vs float", f"not measured: held-out data {accuracy.get('data')}")
     errors = [f for f in report.check_findings if f.severity == "error"]
     table.add_row(
         "TensorRT rules", f"{len(errors)} errors, {len(report.check_findings) - len(errors)} warnings"
@@ -153,13 +155,14 @@ def evaluation_table(report: EvaluationReport) -> Table:
     from .evaluate import METRIC_NAMES, agreement_rows, format_number
 
     labels = f"labels '{report.labels}'" if report.labels else "no labels"
+    label = report.precision.upper()
     table = Table(
-        title=f"float vs INT8 ({report.backend}): {report.examples} examples, {labels}",
+        title=f"float vs {label} ({report.backend}): {report.examples} examples, {labels}",
         caption=f"data: {report.data}; artifact: {report.artifact}",
         title_justify="left",
         caption_justify="left",
     )
-    for column in ("metric", "float", "INT8", "delta"):
+    for column in ("metric", "float", label, "delta"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     deltas = report.deltas()
     for key, value in report.metrics["float"].items():
@@ -171,5 +174,5 @@ def evaluation_table(report: EvaluationReport) -> Table:
         )
     table.add_section()
     for measure, shown in agreement_rows(report.agreement):
-        table.add_row(f"INT8 vs float: {measure}", "", shown, "")
+        table.add_row(f"{label} vs float: {measure}", "", shown, "")
     return table

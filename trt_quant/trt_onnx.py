@@ -16,7 +16,14 @@ from typing import Any
 
 import onnx
 
-from .artifacts import INT8_ONNX, TRT_ONNX, Manifest, load_manifest, write_atomically, write_manifest
+from .artifacts import (
+    TRT_ONNX,
+    Manifest,
+    load_manifest,
+    quantized_onnx,
+    write_atomically,
+    write_manifest,
+)
 from .trt_graph import tensorrt_graph
 
 log = logging.getLogger(__name__)
@@ -31,14 +38,16 @@ class TensorRTOnnx:
 
 
 def prepare_tensorrt_onnx(
-    artifact_dir: str | Path, precision: str = "fp16", fp32_islands: bool = False
+    artifact_dir: str | Path, manifest: Manifest, precision: str = "fp16", fp32_islands: bool = False
 ) -> TensorRTOnnx:
-    """The artifact's INT8 graph made TensorRT-ready (:func:`~trt_quant.trt_graph.tensorrt_graph`), serialized."""
-    graph = tensorrt_graph(onnx.load(str(Path(artifact_dir) / INT8_ONNX)), precision, fp32_islands)
+    """The artifact's quantized graph (INT8 or FP8) made TensorRT-ready
+    (:func:`~trt_quant.trt_graph.tensorrt_graph`), serialized."""
+    source = quantized_onnx(manifest)
+    graph = tensorrt_graph(onnx.load(str(Path(artifact_dir) / source)), precision, fp32_islands)
     data = graph.model.SerializeToString()
     record = {
         "file": TRT_ONNX,
-        "source": INT8_ONNX,
+        "source": source,
         "precision": precision,
         "fp32_islands": fp32_islands,
         **graph.edits,
@@ -64,7 +73,7 @@ def write_tensorrt_onnx(
     """
     directory = Path(artifact_dir)
     manifest = load_manifest(directory, verify=verify)
-    prepared = prepare_tensorrt_onnx(directory, precision, fp32_islands)
+    prepared = prepare_tensorrt_onnx(directory, manifest, precision, fp32_islands)
     store_tensorrt_onnx(directory, manifest, prepared)
     write_manifest(directory, manifest)
     built_from = (manifest.engine or {}).get("source_sha256")

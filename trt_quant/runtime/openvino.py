@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Manifest
+from ..artifacts import Manifest, quantized_precision
 from ..errors import ArtifactError, TrtQuantError
 from .base import Runtime
-from .ort import PRECISION_FILES, exact_int8_needed
+from .ort import exact_int8_needed, graph_file
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +108,15 @@ class OpenVinoRuntime(Runtime):
         self,
         directory: Path,
         manifest: Manifest,
-        precision: str = "int8",
+        precision: str | None = None,
         threads: int | None = None,
         performance_hint: str = "LATENCY",
         streams: int | None = None,
         inference_precision: str | None = None,
     ) -> None:
         super().__init__(directory, manifest)
+        path = Path(directory) / graph_file(manifest, precision)
+        precision = precision or quantized_precision(manifest)
         if precision == "int8" and exact_int8_needed(manifest):
             log.warning(
                 "This CPU lacks VNNI, where OpenVINO's INT8 GEMMs can saturate with 8-bit weights: convert with "
@@ -122,7 +124,7 @@ class OpenVinoRuntime(Runtime):
             )
         self.precision = precision
         self.config = compile_config(threads, performance_hint, streams, inference_precision)
-        self.compiled = compile_model(Path(directory) / PRECISION_FILES[precision], self.config)
+        self.compiled = compile_model(path, self.config)
         self._outputs = [self.compiled.output(name) for name in self.output_names]
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
 

@@ -8,19 +8,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..artifacts import FLOAT_ONNX, INT8_ONNX, TRT_ONNX, Manifest
-from ..errors import ArtifactError
+from ..artifacts import FLOAT_ONNX, QUANTIZED_ONNX, TRT_ONNX, Manifest, quantized_onnx, quantized_precision
+from ..errors import ArtifactError, TrtQuantError
 from .base import Runtime
 
 if TYPE_CHECKING:
     import onnx
 
-PRECISION_FILES = {"int8": INT8_ONNX, "float": FLOAT_ONNX, "trt": TRT_ONNX}  # trt: the TensorRT-ready graph
+PRECISION_FILES = {**QUANTIZED_ONNX, "float": FLOAT_ONNX, "trt": TRT_ONNX}  # trt: the TensorRT-ready graph
 
 
 # ONNX Runtime's U8S8 integer GEMM on x86 CPUs without VNNI sums pairs of products in 16 bits, which
 # saturates; this session setting makes it use the exact (somewhat slower) U8U8 kernels instead.
 X64_QUANT_PRECISION = "session.x64quantprecision"
+# ONNX Runtime 1.31's QDQ fusions turn DequantizeLinear(float8e4m3fn) -> MatMul into MatMulIntegerToFloat,
+# which takes only 8-bit integers, and the session fails to load; FP8 graphs run with them off.
+DISABLE_QDQ_FUSION = "session.disable_quant_qdq"
+_FP8_TYPES = (17, 18, 19, 20)  # onnx.TensorProto FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ
+
+
+def holds_fp8(model: onnx.ModelProto) -> bool:
+    """Whether any initializer of the graph is an FP8 tensor (FP8 weights or Q/DQ zero points)."""
+    return any(tensor.data_type in _FP8_TYPES for tensor in model.graph.initializer)
 
 
 def cpu_lacks_vnni() -> bool:
@@ -34,10 +43,30 @@ def cpu_lacks_vnni() -> bool:
     return "vnni" not in flags
 
 
+def graph_file(manifest: Manifest, precision: str | None) -> str:
+    """The ONNX file that runs ``precision``: "float", the artifact's quantized graph for None, or "int8"
+    / "fp8" when the artifact holds that one."""
+    if precision is None:
+        return quantized_onnx(manifest)
+    if precision not in PRECISION_FILES:
+        raise TrtQuantError(f"Unknown precision '{precision}': use one of {', '.join(PRECISION_FILES)}.")
+    held = quantized_precision(manifest)
+    if precision in QUANTIZED_ONNX and precision != held:
+        raise TrtQuantError(
+            f"This artifact holds a {held.upper()} graph, not {precision.upper()}: ask for {held} or leave the "
+            "precision out."
+        )
+    return PRECISION_FILES[precision]
+
+
 def exact_int8_needed(manifest: Manifest) -> bool:
     """Whether an artifact needs the exact (U8U8) integer GEMMs: on CPUs without VNNI, unless its weights
     are 7-bit (within +-64, which cannot saturate the fast U8S8 kernels)."""
-    return cpu_lacks_vnni() and manifest.quantization.get("weight_bits") != 7
+    return (
+        cpu_lacks_vnni()
+        and manifest.quantization.get("weight_bits") != 7
+        and quantized_precision(manifest) == "int8"
+    )
 
 
 def session_options(threads: int | None = None, exact_int8: bool | None = None) -> object:
@@ -166,11 +195,11 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
     if not path.is_file():
         raise ArtifactError(f"ONNX file {path} does not exist: convert the model again.")
     try:
-        return ort.InferenceSession(
-            _graph_bytes(path),
-            session_options(threads, exact_int8),
-            providers=["CPUExecutionProvider"],
-        )
+        data, fp8 = _prepared_graph(path)
+        options = session_options(threads, exact_int8)
+        if fp8:
+            options.add_session_config_entry(DISABLE_QDQ_FUSION, "1")  # type: ignore[attr-defined]
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnx and onnxruntime raise several unrelated types for unreadable graphs
         raise ArtifactError(
             f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:160]}): the file is corrupt or truncated, "
@@ -178,17 +207,18 @@ def create_session(path: Path, threads: int | None = None, exact_int8: bool | No
         ) from exc
 
 
-def _graph_bytes(path: Path) -> bytes:
-    """The graph with INT8 lookup tables dequantized after the lookup (others folded); as stored where onnx
-    is not installed (Triton's Python-backend environment, whose repository stores the graph prepared)."""
+def _prepared_graph(path: Path) -> tuple[bytes, bool]:
+    """The graph with INT8 lookup tables dequantized after the lookup (others folded), and whether it holds
+    FP8 Q/DQ; as stored where onnx is not installed (Triton's Python-backend environment, whose repository
+    stores the INT8 graph prepared)."""
     try:
         import onnx
     except ImportError:
-        return path.read_bytes()
+        return path.read_bytes(), False
     model = onnx.load(str(path))
     dequantize_after_lookup(model)
     fold_lookup_dequantization(model)  # tables with zero points or per-column scales, if any
-    return model.SerializeToString()
+    return model.SerializeToString(), holds_fp8(model)
 
 
 class OrtRuntime(Runtime):
@@ -200,14 +230,15 @@ class OrtRuntime(Runtime):
         self,
         directory: Path,
         manifest: Manifest,
-        precision: str = "int8",
+        precision: str | None = None,
         threads: int | None = None,
         exact_int8: bool | None = None,
     ) -> None:
         super().__init__(directory, manifest)
-        self.precision = precision
+        self.precision = precision or quantized_precision(manifest)
         self.exact_int8 = exact_int8_needed(manifest) if exact_int8 is None else exact_int8
-        self.session = create_session(Path(directory) / PRECISION_FILES[precision], threads, self.exact_int8)
+        path = Path(directory) / graph_file(manifest, precision)
+        self.session = create_session(path, threads, self.exact_int8)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, feeds)  # type: ignore[attr-defined]

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..artifacts import ENGINE, TOKENIZER_DIR, Manifest
-from ..engine import Profile, require_tensorrt
+from ..artifacts import ENGINE, TOKENIZER_DIR, Manifest, quantized_precision
+from ..engine import Profile, check_fp8_capability, require_tensorrt
 from ..errors import ArtifactError, EngineMismatchError, InputError, TrtQuantError
 from .base import Runtime
 from .shapes import run_fitted
@@ -179,6 +179,8 @@ class TensorRTRuntime(Runtime):
 
     def _check_record(self) -> None:
         major, minor = torch.cuda.get_device_capability()
+        if quantized_precision(self.manifest) == "fp8":
+            check_fp8_capability((major, minor))
         reason = engine_mismatch(self.manifest.engine, self._trt.__version__, f"{major}.{minor}")
         if reason is not None:
             raise EngineMismatchError(

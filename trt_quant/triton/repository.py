@@ -20,7 +20,16 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from ..artifacts import ENGINE, INT8_ONNX, MANIFEST, TOKENIZER_DIR, Manifest, load_manifest, staged_directory
+from ..artifacts import (
+    ENGINE,
+    FP8_ONNX,
+    INT8_ONNX,
+    MANIFEST,
+    TOKENIZER_DIR,
+    Manifest,
+    load_manifest,
+    staged_directory,
+)
 from ..errors import ArtifactError, TrtQuantError
 from ..runtime.ort import dequantize_after_lookup, fold_lookup_dequantization
 from .configs import (
@@ -87,6 +96,11 @@ def resolve_backend(artifact: Path, backend: str | None) -> str:
     backend = backend or ("tensorrt" if (artifact / ENGINE).is_file() else "onnxruntime")
     if backend not in BACKENDS:
         raise TrtQuantError(f"Unknown Triton backend '{backend}': use one of {', '.join(BACKENDS)}.")
+    if backend != "tensorrt" and (artifact / FP8_ONNX).is_file():
+        raise TrtQuantError(
+            f"{artifact} holds an FP8 graph, which Triton serves with TensorRT only (ONNX Runtime's FP8 "
+            "Q/DQ needs a session option its backend cannot set): build an engine and pass --backend tensorrt."
+        )
     if not (artifact / ARTIFACT_FILES[backend]).is_file():
         fix = "build a TensorRT engine for it first" if backend == "tensorrt" else "convert the model again"
         raise ArtifactError(
