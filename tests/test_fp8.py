@@ -374,6 +374,7 @@ def test_qat_at_fp8_trains_and_exports_an_fp8_artifact(
     )
     quantization = report.manifest.quantization
     assert quantization["precision"] == "fp8" and quantization["qat"]["epochs"] == 1
+    assert quantization["qat"]["selection"]["metric"] == "mean cosine vs float"  # eval file without labels
     assert quantization["fp8_weight_initializers"] == quantization["quantized_linears"]
     assert "export fp8" in report.timings and (report.output / "model_fp8.onnx").is_file()
     assert [f for f in check_onnx(report.output / "model_fp8.onnx") if f.severity == "error"] == []

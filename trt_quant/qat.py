@@ -508,7 +508,9 @@ def selection_score(
     """What QAT keeps the best model by, measured on the held-out data with ``loaded.model`` still float:
     a text classifier's accuracy (Spearman x100 for a regression head) when the evaluation file has
     labels in ``label_column``, otherwise the mean cosine of the outputs against the float model's."""
-    if label_column is not None and loaded.task.name == "text-classification":
+    rows = read_rows(eval_data)
+    labelled = label_column is not None and bool(rows) and label_column in rows[0]
+    if labelled and loaded.task.name == "text-classification":
         held_out = read_texts(eval_data, text_column, pair_column, label_column).head(EVAL_SAMPLES)
         metric = task_metric(
             loaded, held_out, LabelSource(Path(eval_data), label_column), config.batch_size, config.max_length
