@@ -16,11 +16,15 @@ API = {
     "convert": ("trt_quant.convert", "convert"),
     "qat": ("trt_quant.qat", "qat"),
     "analyze": ("trt_quant.analyze", "analyze"),
+    "triton": ("trt_quant.triton", "write_triton_repository"),
+    "serve": ("trt_quant.triton.serve", "serve"),
 }
 REQUIRED = {
     "convert": ["MODEL", "--task", "text-classification", "--calib", "c.txt", "--output", "out"],
     "qat": ["MODEL", "--task", "text-classification", "--train", "t.txt", "--output", "out"],
     "analyze": ["MODEL", "--task", "text-classification", "--calib", "c.txt", "--output", "out"],
+    "triton": ["ARTIFACT", "--repo", "repo"],
+    "serve": ["ARTIFACT"],
 }
 # A value other than the default for options whose type alone does not give a valid one.
 VALUES = {
@@ -33,7 +37,13 @@ VALUES = {
     "--accuracy-budget": "cosine>=0.99",
     "--name": "other-name",
     "--learning-rate": "0.001",
+    "--cc-engine": "8.6=engines/a10",
+    "--preferred-batch": "2,4",
+    "--max-length": "64",
+    "--kind": "gpu",
+    "--backend": "onnxruntime",
 }
+QUANTIZING = ("convert", "qat", "analyze")
 # Options handled by the command itself before the API is called, with the reason.
 NOT_FORWARDED = {"--engine": "checks for TensorRT, then calls build_engine after convert"}
 
@@ -110,7 +120,7 @@ def test_quantization_options_are_shared_by_convert_qat_and_analyze() -> None:
         "--quantize-attention",
         "--quantize-residual",
     ]
-    for command in API:
+    for command in QUANTIZING:
         found = {o.opts[0]: o.default for o in options(command)}
         assert {flag: found.get(flag, "missing") for flag in shared} == {
             flag: next(o.default for o in options("convert") if o.opts[0] == flag) for flag in shared
@@ -119,7 +129,18 @@ def test_quantization_options_are_shared_by_convert_qat_and_analyze() -> None:
 
 def test_peg_groups_reach_the_quant_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    for command in API:
+    for command in QUANTIZING:
         config = received(monkeypatch, command, ["--peg-groups", "4"])
         quant_config = config.get("quant_config", config.get("#4"))
         assert quant_config.peg_groups == 4, command
+
+
+def test_triton_and_serve_share_the_repository_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    extra = ["--max-batch", "4", "--preferred-batch", "2,4", "--max-queue-delay", "500", "--max-length", "64"]
+    expected = {"max_batch": 4, "preferred_batch_sizes": (2, 4), "max_queue_delay_us": 500, "max_length": 64}
+    for command in ("triton", "serve"):
+        got = received(monkeypatch, command, extra)
+        assert {key: got[key] for key in expected} == expected, command

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from . import reports
 from .bench_suite import VARIANTS
-from .cli_options import QUANTIZATION
+from .cli_options import QUANTIZATION, REPOSITORY, integers
 from .config import QuantConfig
 from .errors import TrtQuantError
 
@@ -149,8 +149,10 @@ def build(
 
 
 @app.command()
+@REPOSITORY
 def triton(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
+    repository_options: dict[str, Any],
     repo: Annotated[Path, typer.Option(help="Model repository directory to write.")],
     name: Annotated[str | None, typer.Option(help="Model name (default: the artifact's name).")] = None,
     backend: Annotated[
@@ -159,16 +161,6 @@ def triton(
             help="tensorrt, onnxruntime or python (trt-quant's runtime; default: tensorrt if built)."
         ),
     ] = None,
-    max_batch: Annotated[int, typer.Option(help="max_batch_size of the model.")] = 8,
-    instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
-    kind: Annotated[str | None, typer.Option(help="Instance kind: gpu or cpu.")] = None,
-    preferred_batch: Annotated[
-        str | None, typer.Option(help="Preferred dynamic batch sizes, e.g. 4,8.")
-    ] = None,
-    max_queue_delay: Annotated[
-        int, typer.Option(help="Dynamic batching max queue delay (microseconds).")
-    ] = 100,
-    max_length: Annotated[int | None, typer.Option(help="Tokenizer truncation length.")] = None,
     cc_engine: Annotated[
         list[str] | None,
         typer.Option(
@@ -188,13 +180,8 @@ def triton(
         repo,
         name=name,
         backend=backend,
-        max_batch=max_batch,
-        instances=instances,
-        kind=kind,
-        preferred_batch_sizes=_integers(preferred_batch, "--preferred-batch") if preferred_batch else (),
-        max_queue_delay_us=max_queue_delay,
         overwrite=overwrite,
-        max_length=max_length,
+        **repository_options,
         cc_engines=_cc_engines(cc_engine or []),
         verify=verify,
     )
@@ -202,8 +189,10 @@ def triton(
 
 
 @app.command()
+@REPOSITORY
 def serve(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
+    repository_options: dict[str, Any],
     repo: Annotated[
         Path | None, typer.Option(help="Model repository directory to write (default: a temporary one).")
     ] = None,
@@ -221,16 +210,6 @@ def serve(
     server_env: Annotated[
         Path | None, typer.Option(help="Where the built-in server's environment is built and cached.")
     ] = None,
-    max_batch: Annotated[int, typer.Option(help="max_batch_size of the model.")] = 8,
-    instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
-    kind: Annotated[str | None, typer.Option(help="Instance kind: gpu or cpu.")] = None,
-    preferred_batch: Annotated[
-        str | None, typer.Option(help="Preferred dynamic batch sizes, e.g. 4,8.")
-    ] = None,
-    max_queue_delay: Annotated[
-        int, typer.Option(help="Dynamic batching max queue delay (microseconds).")
-    ] = 100,
-    max_length: Annotated[int | None, typer.Option(help="Tokenizer truncation length.")] = None,
     verify: Annotated[
         bool, typer.Option(help="Verify artifact checksums first (--no-verify for edited files).")
     ] = True,
@@ -250,13 +229,8 @@ def serve(
         metrics_port=port + 2,
         server_env=server_env,
         echo=lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True),
-        max_batch=max_batch,
-        instances=instances,
-        kind=kind,
-        preferred_batch_sizes=_integers(preferred_batch, "--preferred-batch") if preferred_batch else (),
-        max_queue_delay_us=max_queue_delay,
         overwrite=overwrite,
-        max_length=max_length,
+        **repository_options,
         verify=verify,
     )
 
@@ -438,18 +412,6 @@ def _cc_engines(specs: list[str]) -> dict[str, str]:
     return engines
 
 
-def _integers(spec: str, option: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in spec.split(","))
-    except ValueError:
-        raise TrtQuantError(
-            f"{option} '{spec}' is not a comma-separated list of integers: pass e.g. 1,8,32."
-        ) from None
-    if not values or min(values) < 1:
-        raise TrtQuantError(f"{option} '{spec}' must list positive integers: pass e.g. 1,8,32.")
-    return values
-
-
 @app.command()
 def bench(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
@@ -482,10 +444,10 @@ def bench(
         raise TrtQuantError(
             f"--padding-batch {padding_batch} is negative: pass 0 (no table) or a batch size."
         )
-    sequences = _integers(seq, "--seq")
+    sequences = integers(seq, "--seq")
     result = run_benchmark(
         artifact,
-        _integers(batch, "--batch"),
+        integers(batch, "--batch"),
         sequences,
         tuple(v.strip() for v in variants.split(",")),
         threads,

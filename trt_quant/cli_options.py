@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from .config import AUTO, CALIBRATION_METHODS, QuantConfig
+from .errors import TrtQuantError
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -114,3 +115,42 @@ QUANTIZATION = OptionGroup(
     _quant_config,
 )
 """How to quantize and calibrate: shared by ``convert``, ``qat`` and ``analyze``."""
+
+
+def _repository_options(preferred_batch: str | None, max_queue_delay: int, **values: Any) -> dict[str, Any]:
+    sizes = integers(preferred_batch, "--preferred-batch") if preferred_batch else ()
+    return {"preferred_batch_sizes": sizes, "max_queue_delay_us": max_queue_delay, **values}
+
+
+def integers(spec: str, option: str) -> tuple[int, ...]:
+    """A comma-separated list of positive integers given to ``option``."""
+    try:
+        values = tuple(int(part) for part in spec.split(","))
+    except ValueError:
+        raise TrtQuantError(
+            f"{option} '{spec}' is not a comma-separated list of integers: pass e.g. 1,8,32."
+        ) from None
+    if not values or min(values) < 1:
+        raise TrtQuantError(f"{option} '{spec}' must list positive integers: pass e.g. 1,8,32.")
+    return values
+
+
+REPOSITORY = OptionGroup(
+    "repository_options",
+    {
+        "max_batch": (Annotated[int, typer.Option(help="max_batch_size of the model.")], 8),
+        "instances": (Annotated[int, typer.Option(help="Model instances per device.")], 1),
+        "kind": (Annotated[str | None, typer.Option(help="Instance kind: gpu or cpu.")], None),
+        "preferred_batch": (
+            Annotated[str | None, typer.Option(help="Preferred dynamic batch sizes, e.g. 4,8.")],
+            None,
+        ),
+        "max_queue_delay": (
+            Annotated[int, typer.Option(help="Dynamic batching max queue delay (microseconds).")],
+            100,
+        ),
+        "max_length": (Annotated[int | None, typer.Option(help="Tokenizer truncation length.")], None),
+    },
+    _repository_options,
+)
+"""How the Triton model repository serves the model: shared by ``triton`` and ``serve``."""
