@@ -1,4 +1,5 @@
-"""The README's accuracy table: all-MiniLM-L6-v2 on GLUE STS-B dev, float vs every recipe and baseline.
+"""The README's accuracy tables: a sentence embedder (all-MiniLM-L6-v2 unless --model) on GLUE STS-B dev,
+float vs every recipe and baseline.
 
 For each variant: Spearman x100 of the embeddings' cosine against the gold scores (STS-B dev, 1,500
 pairs, read from ../shared/data/glue), its loss against float, and the mean/min cosine of its sentence
@@ -8,7 +9,10 @@ The automatic recipes measure their budget apart from STS-B dev: the cosine budg
 trt_quant/resources/heldout.txt, the drop budget on 256 random STS-B train pairs (labelled).
 With --fp8 the FP8 (E4M3) recipes run instead of the INT8 ones (float row included, baselines left out) and
 the table adds the held-out cosine convert measured on trt_quant/resources/heldout.txt (240 sentences).
-Usage: python scripts/accuracy_targets.py [--glue ../shared/data/glue] [--output engines/accuracy] [--fp8]
+Usage: python scripts/accuracy_targets.py [--model DIR] [--only 0,8] [--limit PAIRS] [--fp8]
+    [--glue ../shared/data/glue] [--output engines/accuracy]
+(--only: indices into the recipes, 0 = default recipe, 8 = drop budget; --limit: the first PAIRS dev pairs,
+for quick iterations; the README's tables use all 1,500.)
 """
 
 from __future__ import annotations
@@ -84,9 +88,16 @@ def main() -> int:
     parser.add_argument("--glue", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/glue")
     parser.add_argument("--output", type=Path, default=Path("engines/accuracy"))
     parser.add_argument("--fp8", action="store_true", help="run the FP8 recipes instead of the INT8 ones")
+    parser.add_argument("--model", type=Path, default=None, help="sentence-transformers model directory")
+    parser.add_argument("--only", default=None, help="comma-separated indices into the recipes")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N STS-B dev pairs")
     arguments = parser.parse_args()
     recipes = FP8_RECIPES if arguments.fp8 else RECIPES
+    model = arguments.model or minilm_path()
+    chosen = {int(i) for i in arguments.only.split(",")} if arguments.only else set(range(len(recipes)))
     stsb = read_texts(arguments.glue / "STS-B" / "dev.tsv", "sentence1", "sentence2", "score")
+    if arguments.limit:
+        stsb = stsb.head(arguments.limit)
     gold = np.array([float(score) for score in stsb.labels or []])
     first, second = stsb.texts, stsb.pairs or []
     rows: list[tuple[str, float, float, float, str, str]] = []
@@ -104,10 +115,13 @@ def main() -> int:
         got = cosine_rows(np.concatenate([a, b]), reference["float"])
         return float(got.mean()), float(got.min())
 
+    first_index = min(chosen)
     for index, (name, (config, budget)) in enumerate(recipes.items()):
+        if index not in chosen:
+            continue
         artifact = arguments.output / f"{'fp8-' if arguments.fp8 else ''}recipe-{index}"
         report = convert(
-            minilm_path(),
+            model,
             "sentence-embedding",
             builtin_text("calibration.txt"),
             artifact,
@@ -117,12 +131,12 @@ def main() -> int:
             **budget_split(budget, arguments.glue, arguments.output),
         )
         runtime = load_runtime(artifact, backend="onnxruntime")
-        if index == 0:
+        if index == first_index:
             float_runtime = load_runtime(artifact, precision="float")
             reference["float"] = record(
                 "float32 (ONNX Runtime)", float_runtime.run, float_runtime.tokenize, "0%"
             )
-        if index == 0 and not arguments.fp8:
+        if index == first_index and not arguments.fp8:
             manifest = load_manifest(artifact)
             dynamic = ort_runner(
                 ort_dynamic_int8_model(artifact, arguments.output / "ort-dynamic.onnx"), manifest.output_names

@@ -1,10 +1,11 @@
 """The README's CPU benchmark: trt-quant static INT8 against float and dynamic-INT8 baselines.
 
 Converts the packaged all-MiniLM-L6-v2 (and, with --bert-base, a BERT-base-shaped model with random
-weights) and prints latency/throughput tables with each variant's cosine against float, plus the
+weights; with --mpnet DIR, all-mpnet-base-v2 as scripts/fetch_mpnet.py assembles it) and prints
+latency/throughput tables with each variant's cosine against float, plus the
 conversion's wall time and peak memory. Usage:
 
-    python scripts/benchmark.py [--output engines/bench] [--bert-base] [--iterations 30]
+    python scripts/benchmark.py [--output engines/bench] [--bert-base] [--mpnet DIR] [--iterations 30]
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("engines/bench"))
     parser.add_argument("--bert-base", action="store_true", help="also benchmark a BERT-base-shaped model")
+    parser.add_argument("--mpnet", type=Path, default=None, help="all-mpnet-base-v2 model directory")
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--seq", default="32,128")
     parser.add_argument("--iterations", type=int, default=30)
@@ -71,6 +73,8 @@ def main() -> int:
     models = [("minilm", minilm_path())]
     if arguments.bert_base:
         models.append(("bert-base", bert_base_dir(arguments.output / "bert-base-model")))
+    if arguments.mpnet:
+        models.append(("mpnet", arguments.mpnet))
     for name, model in models:
         artifact = arguments.output / name
         seconds, peak = timed_convert(model, artifact, 256)

@@ -84,7 +84,7 @@ MISTAKES = {
     "not a model dir": (lambda a, t, m: [not_a_model(t), *a[1:]], r"is not a Hugging Face model directory"),
     "unsupported family": (
         lambda a, t, m: [gpt2_dir(t), *a[1:]],
-        r"Model family 'gpt2' is not supported: use a model of type bert, .*distilbert",
+        r"Model family 'gpt2' is not supported: use a model of type albert, bert, .*xlm-roberta",
     ),
     "unknown task": (
         lambda a, t, m: with_option(a, "--task", "summarization"),

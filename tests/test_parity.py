@@ -1,6 +1,7 @@
-"""Every family x task: ONNX Runtime matches PyTorch (float and fake-quantized), Q/DQ where it belongs.
+"""Every family x task: ONNX Runtime matches PyTorch (float and fake-quantized), Q/DQ where it belongs,
+and the graph passes the TensorRT rules check before and after the FP16 conversion.
 
-All 25 pairs are quantized and exported in this one process, as Model Optimizer registers its quantized
+All 45 pairs are quantized and exported in this one process, as Model Optimizer registers its quantized
 replacements for transformers classes process-wide: parity must survive that.
 """
 
@@ -18,8 +19,10 @@ from onnx import numpy_helper
 from pipeline_steps import SteppedConversion, convert_step_by_step
 from tiny_models import FAMILIES, TASKS, sentences
 
+from trt_quant.check import check_model
 from trt_quant.config import QuantConfig
-from trt_quant.quantize import summarize
+from trt_quant.precision import convert_float_precision
+from trt_quant.quantize import WEIGHT_QUANTIZER, quantized_linears, summarize
 from trt_quant.runtime.ort import create_session
 
 CONFIG = QuantConfig(calib_samples=48, batch_size=16, max_length=32)
@@ -95,6 +98,22 @@ def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
     return None
 
 
+def quantized_linear_calls(stepped: SteppedConversion) -> int:
+    """How many times one forward pass runs a quantized Linear (ALBERT runs its shared ones once per layer)."""
+    linears = quantized_linears(stepped.quantized_model)
+    enabled = [m for m in linears.values() if getattr(m, WEIGHT_QUANTIZER).is_enabled]
+    calls = []
+    hooks = [module.register_forward_pre_hook(lambda *_: calls.append(1)) for module in enabled]
+    try:
+        with torch.no_grad():
+            stepped.quantized_model.run(stepped.batches[0])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(enabled) == summarize(stepped.quantized_model).quantized_linears
+    return len(calls)
+
+
 def test_every_quantized_matmul_has_qdq_on_both_inputs(stepped: SteppedConversion) -> None:
     graph = stepped.int8_graph.graph
     producer = {output: node for node in graph.node for output in node.output}
@@ -117,8 +136,24 @@ def test_every_quantized_matmul_has_qdq_on_both_inputs(stepped: SteppedConversio
         assert weight is not None and weight.op_type == "DequantizeLinear", node.name
         weight_values = _constant(graph, weight.input[0])
         assert weight_values is not None and weight_values.dtype == np.int8, node.name
-    assert quantized_matmuls == summarize(stepped.quantized_model).quantized_linears
+    assert quantized_matmuls == quantized_linear_calls(stepped)
     for node in graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             zero_point = _constant(graph, node.input[2])
             assert zero_point is not None and zero_point.dtype == np.int8 and not zero_point.any(), node.name
+
+
+# These families export without data-dependent control flow (ModernBERT's sliding-window mask and rotary
+# positions included): no If, Loop or Scan node in either graph.
+CONTROL_FLOW_FREE = ("xlm-roberta", "mpnet", "modernbert", "albert")
+
+
+def test_graph_passes_the_tensorrt_check_before_and_after_fp16(stepped: SteppedConversion) -> None:
+    graph = stepped.int8_graph
+    for model in (graph, convert_float_precision(graph, "fp16")):
+        errors = [f"{f.rule} {f.node}" for f in check_model(model) if f.severity == "error"]
+        assert errors == []
+    if stepped.loaded.recipe.family in CONTROL_FLOW_FREE:
+        for path in (stepped.float_onnx, stepped.int8_onnx):
+            ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+            assert ops.isdisjoint({"If", "Loop", "Scan"})

@@ -74,7 +74,7 @@ def test_peg_exports_per_tensor_qdq_that_matches_pytorch(tiny_model, tmp_path) -
     assert_int8_graph_matches_pytorch(stepped)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "distilbert"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "electra", "distilbert"])
 def test_attention_quantization_exports_the_fused_int8_attention_pattern(
     tiny_model, tmp_path, family
 ) -> None:

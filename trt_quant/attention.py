@@ -32,7 +32,7 @@ QUANTIZERS = (
     "value_input_quantizer",
     "probs_input_quantizer",
 )
-SUPPORTED_FAMILIES = ("bert", "roberta", "electra", "distilbert")
+SUPPORTED_FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
 
 
 def int8_attention(

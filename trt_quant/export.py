@@ -281,20 +281,36 @@ def _fold_transpose(index: _GraphIndex, dequantize: onnx.NodeProto, name: str) -
     index.graph.node.remove(transpose)
 
 
+def _initializer_source(index: _GraphIndex, name: str) -> str:
+    """The initializer a value is, directly or through Identity nodes (the exporter reads a parameter used
+    by several modules, such as ALBERT's shared layer, through one Identity per extra use)."""
+    while name not in index.initializers:
+        producer = index.producer.get(name)
+        if producer is None or producer.op_type != "Identity":
+            break
+        name = producer.input[0]
+    return name
+
+
 def fold_weight_quantizers(model: onnx.ModelProto) -> int:
-    """Replace every float-initializer -> QuantizeLinear pair by an INT8 initializer; return how many."""
+    """Replace every float-initializer -> QuantizeLinear pair by an INT8 initializer; return how many.
+
+    A weight quantized identically for several uses (a shared layer) is stored once."""
     graph = model.graph
     index = _GraphIndex(graph)
     folded = 0
+    created: list[str] = []
     for node in list(graph.node):
-        if node.op_type != "QuantizeLinear" or node.input[0] not in index.initializers:
+        source = _initializer_source(index, node.input[0]) if node.op_type == "QuantizeLinear" else ""
+        if source not in index.initializers:
             continue
         scale = index.constant(node.input[1])
         zero_point = index.constant(node.input[2]) if len(node.input) > 2 else np.zeros(1, np.int8)
         if scale is None or zero_point is None or zero_point.dtype != np.int8:
             continue
-        weight = numpy_helper.to_array(index.initializers[node.input[0]])
-        name = f"{node.input[0]}_int8_{folded}"
+        weight = numpy_helper.to_array(index.initializers[source])
+        name = f"{source}_int8_{folded}"
+        created.append(name)
         quantized = quantize_array(weight, scale, zero_point, _axis(node) % max(weight.ndim, 1))
         graph.initializer.append(numpy_helper.from_array(quantized, name))
         index.initializers[name] = graph.initializer[-1]
@@ -306,8 +322,23 @@ def fold_weight_quantizers(model: onnx.ModelProto) -> int:
                 _fold_transpose(index, consumer, name)
         graph.node.remove(node)
         folded += 1
+    _share_identical(graph, created)
     remove_unused(model)
     return folded
+
+
+def _share_identical(graph: onnx.GraphProto, names: list[str]) -> None:
+    """Point every reader of an initializer among ``names`` at the first one with identical contents."""
+    tensors = {tensor.name: tensor for tensor in graph.initializer}
+    first: dict[tuple, str] = {}
+    renamed: dict[str, str] = {}
+    for name in names:
+        tensor = tensors[name]
+        key = (tensor.data_type, tuple(tensor.dims), numpy_helper.to_array(tensor).tobytes())
+        renamed[name] = first.setdefault(key, name)
+    for node in graph.node:
+        for position, value in enumerate(node.input):
+            node.input[position] = renamed.get(value, value)
 
 
 def store_embeddings_int8(model: onnx.ModelProto) -> int:

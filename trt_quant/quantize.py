@@ -132,7 +132,7 @@ def insert_quantizers(model: TaskModel, config: QuantConfig, extra_float: Sequen
 
 
 def recipe_for_family(family: str) -> Any:
-    """The recipe of a family name (bert, roberta, deberta-v2, electra, distilbert)."""
+    """The recipe of a family name (bert, roberta, xlm-roberta, deberta-v2, electra, distilbert, mpnet, ...)."""
     from .recipes import RECIPES
 
     return next(recipe for recipe in RECIPES.values() if recipe.family == family)

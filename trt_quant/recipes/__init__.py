@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from ..errors import TrtQuantError
+from .albert import ALBERT
 from .base import Recipe
 from .bert import BERT
 from .deberta import DEBERTA_V2
 from .distilbert import DISTILBERT
 from .electra import ELECTRA
+from .modernbert import MODERNBERT
+from .mpnet import MPNET
 from .roberta import ROBERTA
+from .xlm_roberta import XLM_ROBERTA
 
 RECIPES: dict[str, Recipe] = {
     model_type: recipe
-    for recipe in (BERT, ROBERTA, DEBERTA_V2, ELECTRA, DISTILBERT)
+    for recipe in (BERT, ROBERTA, XLM_ROBERTA, DEBERTA_V2, ELECTRA, DISTILBERT, MPNET, MODERNBERT, ALBERT)
     for model_type in recipe.model_types
 }
 

@@ -1,5 +1,5 @@
-"""RoBERTa (and XLM-RoBERTa, the same architecture)."""
+"""RoBERTa."""
 
 from .base import Recipe
 
-ROBERTA = Recipe(family="roberta", model_types=("roberta", "xlm-roberta"))
+ROBERTA = Recipe(family="roberta", model_types=("roberta",))

@@ -186,6 +186,34 @@ def _axis(node: onnx.NodeProto, default: int) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), default)
 
 
+def unshare_dequantized_initializers(model: onnx.ModelProto) -> int:
+    """Give each DequantizeLinear its own copy of an initializer that several of them read; return how many
+    copies were made.
+
+    A weight shared by several layers (ALBERT) is stored once in the INT8 ONNX. ONNX Runtime 1.31 cannot
+    load such a graph with its exact U8U8 kernels (``session.x64quantprecision``): converting the shared
+    INT8 tensor to UINT8 once per reader fails with "Attempt to replace the existing tensor". The copies
+    exist only in the session's memory; the file keeps one.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    seen: set[str] = set()
+    copies = 0
+    for node in graph.node:
+        name = node.input[0] if node.op_type == "DequantizeLinear" else ""
+        if name not in initializers:
+            continue
+        if name in seen:
+            copy = f"{name}_use{copies}"
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[name]), copy))
+            node.input[0] = copy
+            copies += 1
+        seen.add(name)
+    return copies
+
+
 def create_session(path: Path, threads: int | None = None, exact_int8: bool | None = None) -> object:
     """Open an ONNX file in an ONNX Runtime CPU session, INT8 lookup tables dequantized after the lookup
     (ONNX Runtime would dequantize the whole table every call); a corrupt file is an ``ArtifactError``."""
@@ -218,6 +246,7 @@ def _prepared_graph(path: Path) -> tuple[bytes, bool]:
     model = onnx.load(str(path))
     dequantize_after_lookup(model)
     fold_lookup_dequantization(model)  # tables with zero points or per-column scales, if any
+    unshare_dequantized_initializers(model)
     return model.SerializeToString(), holds_fp8(model)
 
 

@@ -1,0 +1,9 @@
+"""MPNet (all-mpnet-base-v2 and other sentence-transformers MPNet models): no token type ids."""
+
+from .base import Recipe
+
+MPNET = Recipe(
+    family="mpnet",
+    model_types=("mpnet",),
+    smoothquant_folds=(("attention.attn.o", "attention.attn.v"),),
+)
