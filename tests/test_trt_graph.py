@@ -30,7 +30,7 @@ from trt_quant.cli import main
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
 from trt_quant.errors import ArtifactError
-from trt_quant.runtime.ort import session_options
+from trt_quant.runtime.ort import create_session, session_options
 from trt_quant.trt_graph import fold_attention_scales
 from trt_quant.trt_onnx import write_tensorrt_onnx
 
@@ -330,3 +330,37 @@ def test_rewriting_model_trt_onnx_warns_when_an_engine_was_built_from_another(
         "The artifact's model.plan was not built from this model_trt.onnx: run 'trt-quant build' "
         "without --onnx-only to rebuild it."
     )
+
+
+@pytest.mark.parametrize(
+    ("family", "task"),
+    [
+        ("xlm-roberta", "sentence-embedding"),
+        ("mpnet", "text-classification"),
+        ("modernbert", "token-classification"),
+        ("albert", "question-answering"),
+    ],
+)
+def test_new_families_get_a_checked_tensorrt_graph(
+    artifact_of: Callable[..., Path], family: str, task: str
+) -> None:
+    """The families added after the TensorRT-ready graph: model_trt.onnx passes the check (no control
+    flow, DequantizeLinear on both inputs of every quantized GEMM) and computes what the INT8 graph does."""
+    artifact = artifact_of(family, task)
+    write_tensorrt_onnx(artifact)
+    findings = check_onnx(artifact / TRT_ONNX)
+    assert [f for f in findings if f.severity == "error" or f.rule == "control-flow"] == [], findings
+    model = onnx.load(str(artifact / TRT_ONNX))
+    by_output = producers(model)
+    quantized = [
+        n
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gemm")
+        and getattr(by_output.get(n.input[1]), "op_type", "") == "DequantizeLinear"
+    ]
+    assert quantized and all(by_output[n.input[0]].op_type == "DequantizeLinear" for n in quantized)
+    inputs = feeds(model)  # sessions as trt-quant's runtime opens them (shared INT8 weights unshared)
+    inputs["input_ids"] %= load_manifest(artifact).vocab_size  # XLM-R's tiny SentencePiece vocabulary
+    [want, *_] = create_session(artifact / INT8_ONNX, 1, exact_int8=True).run(None, inputs)  # type: ignore[attr-defined]
+    [got, *_] = create_session(artifact / TRT_ONNX, 1, exact_int8=True).run(None, inputs)  # type: ignore[attr-defined]
+    assert np.abs(got.astype(np.float32) - want).max() <= 0.05 * float(np.abs(want).max())
