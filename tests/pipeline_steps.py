@@ -40,8 +40,11 @@ def convert_step_by_step(
         loaded.tokenizer, TextData(texts), loaded.input_names, config.batch_size, config.max_length
     )
     float_model = copy.deepcopy(loaded.model)
+    loaded.recipe.export_fix(loaded.model)  # as convert does (DeBERTa: no data-dependent If)
     export_onnx(loaded.model, batches[0], directory / "float.onnx", 17)
-    quantized = quantize(loaded.model, batches, config, family=loaded.recipe.family)
+    quantized = quantize(
+        loaded.model, batches, config, extra_float=loaded.recipe.keep_float, family=loaded.recipe.family
+    )
     opset = config.min_opset
     graph, scales = export_quantized(quantized, batches[0], directory / "int8.onnx", opset, config.precision)
     if config.precision == "fp8":

@@ -8,6 +8,7 @@ directly on both inputs of every quantized MatMul, mean pooling in FP32 up to th
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import shutil
@@ -30,7 +31,7 @@ from trt_quant.cli import main
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
 from trt_quant.errors import ArtifactError
-from trt_quant.runtime.ort import create_session, session_options
+from trt_quant.runtime.ort import create_session, session_options, unshare_dequantized_initializers
 from trt_quant.trt_graph import fold_attention_scales
 from trt_quant.trt_onnx import write_tensorrt_onnx
 
@@ -81,6 +82,8 @@ def feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     """ONNX Runtime on CPU with exact integer GEMMs (its fast U8S8 kernels saturate without VNNI)."""
+    model = copy.deepcopy(model)
+    unshare_dequantized_initializers(model)  # a weight several MatMuls read (DeBERTa's key projection)
     options = session_options(threads=1, exact_int8=True)
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session.run(None, inputs)

@@ -157,6 +157,7 @@ def store_fp8_weights(model: onnx.ModelProto, scales: dict[str, tuple[Any, int]]
     from .quantize import weight_fingerprint
 
     graph = model.graph
+    _bypass_initializer_identities(graph)
     index = _GraphIndex(graph)
     stored = 0
     for name, tensor in list(index.initializers.items()):
@@ -203,6 +204,24 @@ def store_fp8_weights(model: onnx.ModelProto, scales: dict[str, tuple[Any, int]]
         stored += 1
     remove_unused(model)
     return stored
+
+
+def _bypass_initializer_identities(graph: onnx.GraphProto) -> None:
+    """Let readers of an Identity of an initializer read the initializer itself: the exporter reads a
+    parameter used by several modules (ALBERT's shared layer) through one Identity per extra use, which
+    would hide those uses from the weight rewrites."""
+    initializers = {tensor.name for tensor in graph.initializer}
+    outputs = {value.name for value in graph.output}
+    alias: dict[str, str] = {}
+    for node in list(graph.node):
+        source = alias.get(node.input[0], node.input[0]) if node.input else ""
+        if node.op_type == "Identity" and source in initializers and node.output[0] not in outputs:
+            alias[node.output[0]] = source
+            graph.node.remove(node)
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name in alias:
+                node.input[position] = alias[name]
 
 
 def _fp8_tensor(values: np.ndarray, name: str) -> onnx.TensorProto:
