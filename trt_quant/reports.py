@@ -104,12 +104,8 @@ def demo_table(result: DemoResult) -> Table:
         f"{accuracy.get('examples', 0)} sentences",
     )
     fl, q = result.float_latency, result.int8_latency
-    table.add_row(
-        "latency p50", f"{fl.p50_ms:.1f} ms", f"{q.p50_ms:.1f} ms", f"{fl.p50_ms / q.p50_ms:.2f}x faster"
-    )
-    table.add_row(
-        "latency p90", f"{fl.p90_ms:.1f} ms", f"{q.p90_ms:.1f} ms", f"{fl.p90_ms / q.p90_ms:.2f}x faster"
-    )
+    table.add_row("latency p50", f"{fl.p50_ms:.1f} ms", f"{q.p50_ms:.1f} ms", _speedup(fl.p50_ms, q.p50_ms))
+    table.add_row("latency p90", f"{fl.p90_ms:.1f} ms", f"{q.p90_ms:.1f} ms", _speedup(fl.p90_ms, q.p90_ms))
     table.add_row(
         "throughput",
         f"{fl.throughput:.1f} seq/s",
@@ -121,7 +117,7 @@ def demo_table(result: DemoResult) -> Table:
             f"INT8 p50 on {backend}",
             "",
             f"{latency.p50_ms:.1f} ms",
-            f"{fl.p50_ms / latency.p50_ms:.2f}x faster",
+            _speedup(fl.p50_ms, latency.p50_ms),
         )
     return table
 
@@ -176,3 +172,9 @@ def evaluation_table(report: EvaluationReport) -> Table:
     for measure, shown in agreement_rows(report.agreement):
         table.add_row(f"{label} vs float: {measure}", "", shown, "")
     return table
+
+
+def _speedup(reference_ms: float, candidate_ms: float) -> str:
+    """'1.65x faster' or '0.96x (slower)': the reference's time over the candidate's."""
+    ratio = reference_ms / candidate_ms
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{ratio:.2f}x (slower)"
