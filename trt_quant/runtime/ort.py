@@ -94,10 +94,7 @@ def fold_lookup_dequantization(model: onnx.ModelProto) -> int:
 
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     folded = 0
     for node in list(graph.node):
         if node.op_type != "DequantizeLinear" or not all(name in initializers for name in node.input):
@@ -132,10 +129,7 @@ def dequantize_after_lookup(model: onnx.ModelProto) -> int:
 
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     moved = 0
     for node in list(graph.node):
         if node.op_type != "DequantizeLinear" or not all(name in initializers for name in node.input):
@@ -180,6 +174,15 @@ def dequantize_after_lookup(model: onnx.ModelProto) -> int:
                 graph.initializer.remove(initializers[name])
         moved += 1
     return moved
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes that read each value of ``graph``."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
 
 
 def _axis(node: onnx.NodeProto, default: int) -> int:
