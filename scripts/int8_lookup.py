@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from trt_quant.artifacts import INT8_ONNX, load_manifest
-from trt_quant.bench import summarize_latency, synthetic_feeds, time_calls
+from trt_quant.bench.latency import summarize_latency, synthetic_feeds, time_calls
 from trt_quant.cpuinfo import cpu_info
 from trt_quant.runtime.ort import dequantize_after_lookup, fold_lookup_dequantization
 

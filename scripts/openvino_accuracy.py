@@ -21,9 +21,9 @@ from trt_quant.artifacts import load_manifest
 from trt_quant.cpuinfo import cpu_info
 from trt_quant.data import TextData, batched, read_texts
 from trt_quant.demo import builtin_text
-from trt_quant.metrics import spearman
 from trt_quant.runtime import Runtime, load_runtime
 from trt_quant.runtime.openvino import OpenVinoRuntime
+from trt_quant.tasks.metrics import spearman
 
 
 def embed(runtime: Runtime, texts: list[str]) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from trt_quant.artifacts import FLOAT_ONNX, INT8_ONNX, load_manifest
-from trt_quant.bench import synthetic_feeds, time_calls
+from trt_quant.bench.latency import synthetic_feeds, time_calls
 from trt_quant.runtime.ort import exact_int8_needed, fold_lookup_dequantization, session_options
 
 SETTINGS = ("level basic", "level extended", "level all (trt-quant)", "no spinning", "I/O binding")

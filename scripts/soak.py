@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from trt_quant.bench import synthetic_feeds
+from trt_quant.bench.latency import synthetic_feeds
 from trt_quant.runtime import load_runtime
 
 

@@ -11,10 +11,16 @@ import torch
 
 from trt_quant.config import QuantConfig
 from trt_quant.data import TextData, tokenize_batches
-from trt_quant.export import export_onnx, export_quantized, finalize_fp8_graph, finalize_int8_graph, save_onnx
 from trt_quant.models import LoadedModel, load_model
-from trt_quant.quantize import quantize
-from trt_quant.tasks import TaskModel
+from trt_quant.onnx.export import (
+    export_onnx,
+    export_quantized,
+    finalize_fp8_graph,
+    finalize_int8_graph,
+    save_onnx,
+)
+from trt_quant.quantize.model import quantize
+from trt_quant.tasks.registry import TaskModel
 
 
 @dataclass

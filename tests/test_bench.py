@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from trt_quant.batching import batch_indices, computed_tokens
-from trt_quant.bench_suite import VARIANTS
-from trt_quant.cli import app
+from trt_quant.bench.suite import VARIANTS
+from trt_quant.cli.main import app
 from trt_quant.cpuinfo import cpu_info
 from trt_quant.errors import TrtQuantError
 from trt_quant.runtime import load_runtime
+from trt_quant.runtime.batching import batch_indices, computed_tokens
 
 UNEVEN = [
     "short",

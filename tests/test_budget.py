@@ -20,7 +20,7 @@ from tiny_models import TASK_CLASSES, sentences, tiny_config
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
 from trt_quant.errors import TrtQuantError
-from trt_quant.metrics import normalize_answer
+from trt_quant.tasks.metrics import normalize_answer
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 POOR = {"method": "percentile", "percentile": 50.0, "smoothquant": None, "int8_embeddings": False}

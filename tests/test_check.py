@@ -1,4 +1,4 @@
-"""Tests for trt_quant.check: each TensorRT explicit-quantization rule on a small graph built by hand."""
+"""Tests for trt_quant.onnx.check: each TensorRT explicit-quantization rule on a small graph built by hand."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from trt_quant.check import NO_FINDINGS, SUPPORTED_OPS, Finding, check_model, check_onnx, format_findings
 from trt_quant.errors import ArtifactError
+from trt_quant.onnx.check import NO_FINDINGS, SUPPORTED_OPS, Finding, check_model, check_onnx, format_findings
 
 RNG = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""trt_quant.check on FP8 (E4M3) graphs: a clean FP8 linear layer passes, and each TensorRT FP8 rule
+"""trt_quant.onnx.check on FP8 (E4M3) graphs: a clean FP8 linear layer passes, and each TensorRT FP8 rule
 fails on a copy edited to break it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from trt_quant.check import check_model
+from trt_quant.onnx.check import check_model
 
 RNG = np.random.default_rng(0)
 

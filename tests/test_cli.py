@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trt_quant.cli import main
+from trt_quant.cli.main import main
 
 
 def run_cli(
@@ -181,7 +181,7 @@ def test_real_process_exit_code_and_stderr(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "trt_quant.cli",
+            "trt_quant.cli.main",
             "convert",
             str(tmp_path / "missing"),
             "--task",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import typer.main
 
-from trt_quant.cli import app, main
+from trt_quant.cli.main import app, main
 
 # The Python API function each command calls, as ``module:attribute`` (looked up when the command runs).
 API = {

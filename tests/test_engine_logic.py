@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from trt_quant.artifacts import ENGINE, load_manifest, write_manifest
-from trt_quant.engine import (
+from trt_quant.engine.build import (
     BuildConfig,
     Profile,
     attach_timing_cache,

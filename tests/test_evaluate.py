@@ -18,14 +18,21 @@ from scipy import stats
 from sklearn.metrics import f1_score
 from tiny_models import sentences, tiny_config
 
-from trt_quant import metrics
+from trt_quant.cli.reports import evaluation_table
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
 from trt_quant.errors import TrtQuantError
-from trt_quant.evaluate import REPORT_JSON, REPORT_MD, EvaluationReport, evaluate_artifact
-from trt_quant.reports import evaluation_table
+from trt_quant.evaluate.report import REPORT_JSON, REPORT_MD, EvaluationReport, evaluate_artifact
 from trt_quant.runtime import load_runtime
-from trt_quant.squad import QAExample, QAFeatures, best_span, decode_answers, read_squad, tokenize_questions
+from trt_quant.tasks import metrics
+from trt_quant.tasks.squad import (
+    QAExample,
+    QAFeatures,
+    best_span,
+    decode_answers,
+    read_squad,
+    tokenize_questions,
+)
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 GOLD = ["B-PER", "I-PER", "O", "B-LOC"]
@@ -427,10 +434,10 @@ def test_token_classification_errors(tagger: Path, tmp_path: Path, monkeypatch: 
         evaluate_artifact(tagger, bad, label_column="tags", write=False)
     good = write_jsonl(tmp_path / "good.jsonl", [{"tokens": ["the", "city"], "tags": ["O", "B-LOC"]}])
     generic = {index: f"LABEL_{index}" for index in range(5)}
-    monkeypatch.setattr("trt_quant.evaluate.model_label_names", lambda config: generic)
+    monkeypatch.setattr("trt_quant.evaluate.report.model_label_names", lambda config: generic)
     with pytest.raises(TrtQuantError, match="not BIO tags: set id2label"):
         evaluate_artifact(tagger, good, label_column="tags", write=False)
-    monkeypatch.setattr("trt_quant.evaluate.model_label_names", lambda config: None)
+    monkeypatch.setattr("trt_quant.evaluate.report.model_label_names", lambda config: None)
     with pytest.raises(TrtQuantError, match=r"config.json has no id2label for every class: set id2label"):
         evaluate_artifact(tagger, good, label_column="tags", write=False)
     without_labels = evaluate_artifact(tagger, good, write=False)  # tag names are only needed with labels
@@ -532,7 +539,7 @@ def test_user_mistakes_are_one_sentence(
 
 
 def test_report_as_dict_turns_nan_into_none() -> None:
-    from trt_quant.evaluate import OutputAgreement
+    from trt_quant.evaluate.report import OutputAgreement
 
     report = EvaluationReport(
         "a",

@@ -27,9 +27,9 @@ from tiny_models import make_tiny_model, sentences
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
 from trt_quant.data import TextData, tokenize_batches
-from trt_quant.export import export_onnx
 from trt_quant.models import load_model
-from trt_quant.quantize import INPUT_QUANTIZER, calibrate, quantized_linears, summarize
+from trt_quant.onnx.export import export_onnx
+from trt_quant.quantize.quantizers import INPUT_QUANTIZER, calibrate, quantized_linears, summarize
 from trt_quant.runtime import load_runtime
 
 NEW_FAMILIES = ("xlm-roberta", "mpnet", "modernbert", "albert")

@@ -19,7 +19,7 @@ from tiny_models import FAMILIES, TASKS, sentences
 
 from trt_quant.config import QuantConfig
 from trt_quant.errors import GpuUnavailableError, TrtQuantError
-from trt_quant.quantize import mse_amax, summarize
+from trt_quant.quantize.quantizers import mse_amax, summarize
 
 CONFIG = QuantConfig(calib_samples=48, batch_size=16, max_length=32, precision="fp8")
 PAIRS = sorted({(family, "text-classification") for family in FAMILIES} | {("bert", task) for task in TASKS})
@@ -190,7 +190,7 @@ def test_fp8_mse_range_minimizes_the_e4m3_error_of_the_histogram() -> None:
 
 
 def test_fp8_engines_need_compute_capability_8_9() -> None:
-    from trt_quant.engine import check_fp8_capability
+    from trt_quant.engine.build import check_fp8_capability
 
     for capability in ((8, 9), (9, 0), (10, 0), (12, 0)):
         check_fp8_capability(capability)
@@ -214,7 +214,7 @@ def fp8_artifact(
 def test_fp8_artifact_holds_an_int8_size_fp8_graph_that_passes_the_check(
     fp8_artifact: Path, tiny_artifact: Path
 ) -> None:
-    from trt_quant.check import check_onnx
+    from trt_quant.onnx.check import check_onnx
 
     manifest = json.loads((fp8_artifact / "manifest.json").read_text())
     quantization, sizes = manifest["quantization"], manifest["sizes"]
@@ -230,8 +230,8 @@ def test_fp8_artifact_holds_an_int8_size_fp8_graph_that_passes_the_check(
 
 
 def test_fp8_artifact_runs_as_fp8_and_refuses_other_precisions(fp8_artifact: Path) -> None:
-    from trt_quant.bench_suite import run_benchmark
-    from trt_quant.evaluate import evaluation_markdown
+    from trt_quant.bench.suite import run_benchmark
+    from trt_quant.evaluate.report import evaluation_markdown
     from trt_quant.runtime import load_runtime
 
     runtime = load_runtime(fp8_artifact, backend="onnxruntime")
@@ -242,7 +242,7 @@ def test_fp8_artifact_runs_as_fp8_and_refuses_other_precisions(fp8_artifact: Pat
     with pytest.raises(TrtQuantError, match="FP8 speed is not a result on CPU"):
         run_benchmark(fp8_artifact, batches=(1,), sequences=(8,), iterations=1, warmup=0)
     assert not (fp8_artifact / "bench").exists()
-    from trt_quant.evaluate import evaluate_artifact
+    from trt_quant.evaluate.report import evaluate_artifact
 
     data = fp8_artifact.parent / "eval.txt"
     data.write_text("\n".join(sentences(20, seed=5)) + "\n")
@@ -281,8 +281,8 @@ def test_tensorrt_ready_graph_keeps_fp8_qdq_with_half_scales(fp8_artifact: Path,
     """model_trt.onnx of an FP8 artifact (what the engine build parses): every FP8 Q/DQ has FP16 scales,
     the embedding tables are FP16 constants, the check passes, and it computes what the FP8 graph does
     within FP16 rounding."""
-    from trt_quant.check import check_onnx
-    from trt_quant.trt_onnx import write_tensorrt_onnx
+    from trt_quant.onnx.check import check_onnx
+    from trt_quant.onnx.tensorrt_onnx import write_tensorrt_onnx
 
     artifact = Path(shutil.copytree(fp8_artifact, tmp_path / "fp8"))
     record = write_tensorrt_onnx(artifact)
@@ -328,7 +328,7 @@ def test_cli_refuses_an_fp8_setting_that_does_not_fit_without_writing(
 ) -> None:
     import sys
 
-    from trt_quant.cli import main
+    from trt_quant.cli.main import main
 
     output = tmp_path / "out"
     arguments = ["convert", str(tiny_model("bert", "text-classification")), "--task", "text-classification"]
@@ -357,7 +357,7 @@ def test_cli_refuses_an_fp8_setting_that_does_not_fit_without_writing(
 def test_qat_at_fp8_trains_and_exports_an_fp8_artifact(
     tiny_model: Callable[[str, str], Path], tmp_path: Path
 ) -> None:
-    from trt_quant.check import check_onnx
+    from trt_quant.onnx.check import check_onnx
     from trt_quant.qat import QatConfig, qat
 
     train = tmp_path / "train.csv"

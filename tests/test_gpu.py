@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from trt_quant.artifacts import ENGINE, TRT_ONNX, load_manifest, write_manifest
-from trt_quant.engine import LAYERS_REPORT, BuildConfig, build_engine, parse_profiles
+from trt_quant.engine.build import LAYERS_REPORT, BuildConfig, build_engine, parse_profiles
+from trt_quant.engine.layer_report import check_engine_layers
 from trt_quant.errors import ArtifactError, InputError
-from trt_quant.layer_report import check_engine_layers
 from trt_quant.runtime import load_runtime
 from trt_quant.runtime.trt import TensorRTRuntime, tensorrt_usable
 

@@ -12,13 +12,13 @@ import onnx
 import pytest
 
 from trt_quant.artifacts import INT8_ONNX
-from trt_quant.errors import TrtQuantError
-from trt_quant.layer_report import (
+from trt_quant.engine.layer_report import (
     attention_blocks,
     check_engine_layers,
     parse_layer_report,
     quantized_linears,
 )
+from trt_quant.errors import TrtQuantError
 
 
 @pytest.fixture(scope="module")

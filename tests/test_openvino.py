@@ -159,11 +159,11 @@ def test_without_openvino_auto_is_onnx_runtime_and_openvino_is_named(
 def test_demo_table_reports_the_fastest_cpu_backend(tiny_artifact: Path) -> None:
     from rich.console import Console
 
-    from trt_quant.bench import Latency
+    from trt_quant.bench.latency import Latency
+    from trt_quant.cli.reports import demo_table
     from trt_quant.convert import ConvertReport
     from trt_quant.cpuinfo import cpu_info
     from trt_quant.demo import DemoResult
-    from trt_quant.reports import demo_table
 
     def latency(p50: float) -> Latency:
         return Latency(8, 128, 30, p50, p50 + 1, p50 + 2, p50, 8000 / p50)

@@ -19,10 +19,10 @@ from onnx import numpy_helper
 from pipeline_steps import SteppedConversion, convert_step_by_step
 from tiny_models import FAMILIES, TASKS, sentences
 
-from trt_quant.check import check_model
 from trt_quant.config import QuantConfig
-from trt_quant.precision import convert_float_precision
-from trt_quant.quantize import WEIGHT_QUANTIZER, quantized_linears, summarize
+from trt_quant.onnx.check import check_model
+from trt_quant.onnx.precision import convert_float_precision
+from trt_quant.quantize.quantizers import WEIGHT_QUANTIZER, quantized_linears, summarize
 from trt_quant.runtime.ort import create_session
 
 CONFIG = QuantConfig(calib_samples=48, batch_size=16, max_length=32)

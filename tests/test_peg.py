@@ -11,9 +11,9 @@ import torch
 from pipeline_steps import SteppedConversion, convert_step_by_step
 from tiny_models import sentences
 
-from trt_quant.check import check_model
 from trt_quant.config import QuantConfig
-from trt_quant.peg import GroupedLinear, channel_groups
+from trt_quant.onnx.check import check_model
+from trt_quant.quantize.peg import GroupedLinear, channel_groups
 
 
 def assert_int8_graph_matches_pytorch(stepped: SteppedConversion) -> None:

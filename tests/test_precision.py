@@ -1,4 +1,4 @@
-"""Tests for trt_quant.precision: the FP16/BF16 conversion of the float part of an ONNX graph (CPU only).
+"""Tests for trt_quant.onnx.precision: the FP16/BF16 conversion of the float part of an ONNX graph (CPU only).
 
 Tolerances: the converted graph's outputs stay within 2 % (FP16) or 5 % (BF16, 8-bit mantissa) of the
 FP32 graph's output range on the tiny random BERT; measured values are about 0.4 % and 0.8 %.
@@ -16,9 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from trt_quant.artifacts import FLOAT_ONNX, INT8_ONNX, load_manifest
-from trt_quant.check import check_model
 from trt_quant.errors import TrtQuantError
-from trt_quant.precision import (
+from trt_quant.onnx.check import check_model
+from trt_quant.onnx.precision import (
     MIN_OPSET,
     clamped_scales,
     convert_float_precision,

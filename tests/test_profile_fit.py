@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from trt_quant import engine
 from trt_quant.artifacts import load_manifest
-from trt_quant.cli import app
+from trt_quant.cli.main import app
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
-from trt_quant.engine import Profile, default_profiles, parse_profiles
+from trt_quant.engine import build as engine
+from trt_quant.engine.build import Profile, default_profiles, parse_profiles
 from trt_quant.errors import InputError
 from trt_quant.runtime import OrtRuntime, load_runtime
 from trt_quant.runtime.shapes import ShapePlan, pad_feeds, plan_shape, run_fitted, trim_outputs

@@ -11,20 +11,20 @@ import torch
 from rich.console import Console
 from tiny_models import sentences
 
+from trt_quant.cli.reports import convert_summary
 from trt_quant.config import QuantConfig
 from trt_quant.data import TextData, tokenize_batches
 from trt_quant.errors import TrtQuantError
 from trt_quant.models import load_model
-from trt_quant.quantize import (
+from trt_quant.quantize.model import quantize
+from trt_quant.quantize.quantizers import (
     calibrate,
     enabled_input_quantizers,
     insert_quantizers,
     mse_amax,
-    quantize,
     quantized_linears,
     summarize,
 )
-from trt_quant.reports import convert_summary
 
 PROBE = "model.encoder.layer.1.intermediate.dense.input_quantizer"
 

@@ -214,7 +214,7 @@ def test_killed_conversion_leaves_previous_artifact_intact(tiny_model, calib_fil
     arguments = [
         sys.executable,
         "-m",
-        "trt_quant.cli",
+        "trt_quant.cli.main",
         "convert",
         str(model),
         "--task",

@@ -7,7 +7,7 @@ compiled module's code registers with pybind11, read exactly, plus its ``__init_
 downloads nothing. A used name passes only when it is an entry of both lists, never a part of one.
 
 The uses are collected with ``ast``: chains on the module (``trt.X.Y``, ``self._trt.X``) in every project
-file, and in trt_quant/engine.py and trt_quant/runtime/trt.py the attributes and methods of TensorRT
+file, and in trt_quant/engine/build.py and trt_quant/runtime/trt.py the attributes and methods of TensorRT
 objects (the explicit ``TENSORRT_ATTRIBUTES``, cross-checked against the source together with
 ``NOT_TENSORRT`` so neither list can go stale), keyword arguments of those calls, overridden virtual
 methods and ``DataType`` member names.
@@ -122,7 +122,7 @@ def object_attributes(tree: ast.AST) -> Iterator[ast.Attribute]:
 
 
 class TensorRTUses:
-    """What trt_quant/engine.py and trt_quant/runtime/trt.py use of TensorRT."""
+    """What trt_quant/engine/build.py and trt_quant/runtime/trt.py use of TensorRT."""
 
     def __init__(self, paths: tuple[Path, ...]) -> None:
         self.module_names: set[str] = set()

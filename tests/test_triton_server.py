@@ -319,7 +319,7 @@ def test_serve_command_answers_and_stops_cleanly(
 ) -> None:
     port = free_ports(1)[0]
     repo = tmp_path / "served"
-    command = [sys.executable, "-m", "trt_quant.cli", "serve", str(tiny_artifact), "--repo", str(repo)]
+    command = [sys.executable, "-m", "trt_quant.cli.main", "serve", str(tiny_artifact), "--repo", str(repo)]
     command += ["--name", CLS, "--port", str(port), "--server-env", str(environment.root)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)

@@ -24,16 +24,16 @@ import torch
 from onnx import TensorProto, numpy_helper
 from tiny_models import sentences
 
-from trt_quant import engine
 from trt_quant.artifacts import INT8_ONNX, TRT_ONNX, load_manifest, write_manifest
-from trt_quant.check import check_onnx
-from trt_quant.cli import main
+from trt_quant.cli.main import main
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
+from trt_quant.engine import build as engine
 from trt_quant.errors import ArtifactError
+from trt_quant.onnx.check import check_onnx
+from trt_quant.onnx.tensorrt_graph import fold_attention_scales
+from trt_quant.onnx.tensorrt_onnx import write_tensorrt_onnx
 from trt_quant.runtime.ort import create_session, session_options, unshare_dequantized_initializers
-from trt_quant.trt_graph import fold_attention_scales
-from trt_quant.trt_onnx import write_tensorrt_onnx
 
 TOLERANCE = 2e-2  # of the INT8 graph's output range; FP16 rounding measures about 0.3 %
 LAYERS, HEAD_SIZE = 2, 8  # tiny models: 2 layers, hidden 32 in 4 heads

@@ -6,13 +6,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import QuantConfig
-from .convert import check_max_length, model_texts, split_calibration
-from .data import read_texts, tokenize_batches
-from .errors import TrtQuantError
-from .models import load_model
-from .quantize import quantize
-from .sensitivity import (
+from trt_quant.config import QuantConfig
+from trt_quant.convert import check_max_length, model_texts, split_calibration
+from trt_quant.data import read_texts, tokenize_batches
+from trt_quant.errors import TrtQuantError
+from trt_quant.models import load_model
+from trt_quant.quantize.model import quantize
+from trt_quant.quantize.sensitivity import (
     LayerSensitivity,
     cosine_score,
     int8_flop_share,

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, TrtQuantError
+from trt_quant.errors import ArtifactError, TrtQuantError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -252,7 +252,7 @@ def verify_files(directory: Path, manifest: Manifest) -> None:
 def check_versions(directory: Path, manifest: Manifest) -> None:
     """Refuse an artifact written by a newer trt-quant or with a newer ONNX IR than this one reads (the
     ONNX check only where onnx is installed: Triton's Python-backend environment has only onnxruntime)."""
-    from . import __version__
+    from trt_quant import __version__
 
     made_by = str(manifest.versions.get("trt-quant", "0"))
     if _release(made_by)[:2] > _release(__version__)[:2]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import TrtQuantError
+from trt_quant.errors import TrtQuantError
 
 CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse")
 PRECISIONS = ("int8", "fp8")

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .artifacts import (
+from trt_quant import __version__
+from trt_quant.artifacts import (
     FLOAT_ONNX,
     MODEL_CONFIG,
     QUANTIZED_ONNX,
@@ -27,11 +27,12 @@ from .artifacts import (
     staged_directory,
     write_manifest,
 )
-from .config import ExportConfig, QuantConfig
-from .data import TextData, read_texts, split_pairs, tokenize_batches
-from .errors import TrtQuantError
-from .evaluate import CLASSIFYING_TASKS, LabelSource, OutputAgreement, output_agreement
-from .export import (
+from trt_quant.config import ExportConfig, QuantConfig
+from trt_quant.data import TextData, read_texts, split_pairs, tokenize_batches
+from trt_quant.errors import TrtQuantError
+from trt_quant.evaluate.report import CLASSIFYING_TASKS, LabelSource, OutputAgreement, output_agreement
+from trt_quant.models import LoadedModel, load_model
+from trt_quant.onnx.export import (
     count_ops,
     export_onnx,
     export_quantized,
@@ -41,11 +42,9 @@ from .export import (
     graph_outputs,
     save_onnx,
 )
-from .models import LoadedModel, load_model
-from .quantize import quantize, summarize
-from .runtime.base import Runtime
-from .runtime.ort import OrtRuntime
-from .sensitivity import (
+from trt_quant.quantize.model import quantize
+from trt_quant.quantize.quantizers import summarize
+from trt_quant.quantize.sensitivity import (
     Budget,
     MixedPrecision,
     Score,
@@ -55,8 +54,10 @@ from .sensitivity import (
     outputs_of,
     parse_budget,
 )
-from .task_metric import LABELLED_TASKS, PAIRED_TASKS, task_metric
-from .tasks import TaskModel, get_task
+from trt_quant.runtime.base import Runtime
+from trt_quant.runtime.ort import OrtRuntime
+from trt_quant.tasks.metric import LABELLED_TASKS, PAIRED_TASKS, task_metric
+from trt_quant.tasks.registry import TaskModel, get_task
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def check_max_length(loaded: LoadedModel, max_length: int) -> None:
 
 
 def _run_check(path: Path) -> list[Any]:
-    from .check import check_onnx
+    from trt_quant.onnx.check import check_onnx
 
     return check_onnx(path)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import TrtQuantError
+from trt_quant.errors import TrtQuantError
 
 if TYPE_CHECKING:  # torch only for annotations: the runtime imports this module without torch (Triton)
     import torch

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .bench import Latency, measure_latency
-from .config import QuantConfig
-from .convert import ConvertReport, convert
-from .cpuinfo import CpuInfo, cpu_info
-from .errors import TrtQuantError
-from .runtime import load_runtime
-from .runtime.openvino import openvino_available
+from trt_quant.bench.latency import Latency, measure_latency
+from trt_quant.config import QuantConfig
+from trt_quant.convert import ConvertReport, convert
+from trt_quant.cpuinfo import CpuInfo, cpu_info
+from trt_quant.errors import TrtQuantError
+from trt_quant.runtime import load_runtime
+from trt_quant.runtime.openvino import openvino_available
 
 DEMO_BATCH = 8
 DEMO_SEQUENCE = 128

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import transformers
 
-from .errors import TrtQuantError
-from .recipes import Recipe, recipe_for
-from .tasks import Task, TaskModel, get_task
+from trt_quant.errors import TrtQuantError
+from trt_quant.recipes import Recipe, recipe_for
+from trt_quant.tasks.registry import Task, TaskModel, get_task
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_MAX_POSITIONS = 512

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .artifacts import check_name, check_output_dir, staged_directory
-from .config import ExportConfig, QuantConfig
-from .convert import (
+from trt_quant.artifacts import check_name, check_output_dir, staged_directory
+from trt_quant.config import ExportConfig, QuantConfig
+from trt_quant.convert import (
     EVAL_SAMPLES,
     ArtifactSource,
     ConvertReport,
@@ -36,22 +36,30 @@ from .convert import (
     model_texts,
     write_int8_artifact,
 )
-from .data import TextData, pick_column, read_rows, read_texts, select_inputs, tokenize, tokenize_batches
-from .errors import TrtQuantError
-from .evaluate import CLASSIFYING_TASKS, LabelSource
-from .models import LoadedModel, load_model
-from .progress import progress
-from .quantize import (
+from trt_quant.data import (
+    TextData,
+    pick_column,
+    read_rows,
+    read_texts,
+    select_inputs,
+    tokenize,
+    tokenize_batches,
+)
+from trt_quant.errors import TrtQuantError
+from trt_quant.evaluate.report import CLASSIFYING_TASKS, LabelSource
+from trt_quant.models import LoadedModel, load_model
+from trt_quant.progress import progress
+from trt_quant.quantize.model import quantize
+from trt_quant.quantize.quantizers import (
     clip_gradients_outside_range,
-    quantize,
     quantized_linears,
     quantizer_state,
     restore_quantizers,
     round_embeddings,
 )
-from .sensitivity import Score, cosine_score, outputs_of
-from .task_metric import task_metric
-from .tasks import TaskModel
+from trt_quant.quantize.sensitivity import Score, cosine_score, outputs_of
+from trt_quant.tasks.metric import task_metric
+from trt_quant.tasks.registry import TaskModel
 
 log = logging.getLogger(__name__)
 

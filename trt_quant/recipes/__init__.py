@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from ..errors import TrtQuantError
-from .albert import ALBERT
-from .base import Recipe
-from .bert import BERT
-from .deberta import DEBERTA_V2
-from .distilbert import DISTILBERT
-from .electra import ELECTRA
-from .modernbert import MODERNBERT
-from .mpnet import MPNET
-from .roberta import ROBERTA
-from .xlm_roberta import XLM_ROBERTA
+from trt_quant.errors import TrtQuantError
+from trt_quant.recipes.albert import ALBERT
+from trt_quant.recipes.base import Recipe
+from trt_quant.recipes.bert import BERT
+from trt_quant.recipes.deberta import DEBERTA_V2
+from trt_quant.recipes.distilbert import DISTILBERT
+from trt_quant.recipes.electra import ELECTRA
+from trt_quant.recipes.modernbert import MODERNBERT
+from trt_quant.recipes.mpnet import MPNET
+from trt_quant.recipes.roberta import ROBERTA
+from trt_quant.recipes.xlm_roberta import XLM_ROBERTA
 
 RECIPES: dict[str, Recipe] = {
     model_type: recipe

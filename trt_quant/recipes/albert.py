@@ -6,7 +6,7 @@ exported graph holds each use's own QuantizeLinear/DequantizeLinear pair (all wi
 each shared weight is stored once in INT8 (``export.share_identical_initializers``).
 """
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 ALBERT = Recipe(
     family="albert",

@@ -1,5 +1,5 @@
 """BERT and the BERT-shaped MiniLM family."""
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 BERT = Recipe(family="bert", model_types=("bert",))

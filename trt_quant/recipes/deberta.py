@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 
 def _traceable_build_rpos(scripted: Any) -> Any:

@@ -1,6 +1,6 @@
 """DistilBERT: no token type ids."""
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 DISTILBERT = Recipe(
     family="distilbert",

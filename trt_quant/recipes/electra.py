@@ -1,5 +1,5 @@
 """ELECTRA discriminators."""
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 ELECTRA = Recipe(family="electra", model_types=("electra",))

@@ -5,6 +5,6 @@ The attention output projection reads the value slice of the fused query/key/val
 SmoothQuant division stays a Mul (no fold into a slice of ``Wqkv``).
 """
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 MODERNBERT = Recipe(family="modernbert", model_types=("modernbert",), smoothquant_folds=())

@@ -1,6 +1,6 @@
 """MPNet (all-mpnet-base-v2 and other sentence-transformers MPNet models): no token type ids."""
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 MPNET = Recipe(
     family="mpnet",

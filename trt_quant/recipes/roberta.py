@@ -1,5 +1,5 @@
 """RoBERTa."""
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 ROBERTA = Recipe(family="roberta", model_types=("roberta",))

@@ -1,5 +1,5 @@
 """XLM-RoBERTa (multilingual-e5, bge-m3, ...): RoBERTa's architecture with a SentencePiece tokenizer."""
 
-from .base import Recipe
+from trt_quant.recipes.base import Recipe
 
 XLM_ROBERTA = Recipe(family="xlm-roberta", model_types=("xlm-roberta",))

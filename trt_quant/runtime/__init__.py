@@ -5,11 +5,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..artifacts import ENGINE, load_manifest, quantized_precision
-from ..errors import EngineMismatchError, TrtQuantError
-from .base import Runtime
-from .openvino import OpenVinoRuntime, openvino_exact
-from .ort import PRECISION_FILES, OrtRuntime
+from trt_quant.artifacts import ENGINE, load_manifest, quantized_precision
+from trt_quant.errors import EngineMismatchError, TrtQuantError
+from trt_quant.runtime.base import Runtime
+from trt_quant.runtime.openvino import OpenVinoRuntime, openvino_exact
+from trt_quant.runtime.ort import PRECISION_FILES, OrtRuntime
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 
@@ -39,7 +39,7 @@ def load_runtime(
     path = Path(directory)
     manifest = load_manifest(path, verify=verify)
     if backend == "auto":
-        from .trt import TensorRTRuntime, tensorrt_usable
+        from trt_quant.runtime.trt import TensorRTRuntime, tensorrt_usable
 
         quantized = precision in (None, quantized_precision(manifest))
         if (path / ENGINE).is_file() and quantized and tensorrt_usable():
@@ -50,7 +50,7 @@ def load_runtime(
         int8 = quantized and quantized_precision(manifest) == "int8"
         backend = "openvino" if int8 and openvino_exact(manifest) else "onnxruntime"
     if backend == "tensorrt":
-        from .trt import TensorRTRuntime
+        from trt_quant.runtime.trt import TensorRTRuntime
 
         return TensorRTRuntime(path, manifest)
     if backend == "openvino":

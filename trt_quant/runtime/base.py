@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import TOKENIZER_DIR, Manifest
-from ..data import select_inputs
-from ..errors import InputError, TrtQuantError
+from trt_quant.artifacts import TOKENIZER_DIR, Manifest
+from trt_quant.data import select_inputs
+from trt_quant.errors import InputError, TrtQuantError
+from trt_quant.runtime.batching import batch_indices, check_strategy
 
 INTEGER_KINDS = ("i", "u")
 
@@ -182,9 +183,22 @@ class Runtime(ABC):
         """Run any number of texts in batches; return one output dict per text, in the given order, with
         padding removed from per-token outputs. ``padding``: "bucketed" (batches of similar length,
         padded to their longest; the fastest), "longest" (batches in the given order) or "max-length"."""
-        from ..batching import run_texts
-
-        return run_texts(self, texts, text_pairs, batch_size, max_length, padding)
+        check_strategy(padding, batch_size)
+        encoded = self.encode_unpadded(texts, text_pairs, max_length)
+        counts = [len(ids) for ids in encoded["input_ids"]]
+        per_token = self.manifest.per_token
+        results: list[dict[str, np.ndarray]] = [{} for _ in counts]
+        for indices in batch_indices(counts, batch_size, sort_by_length=padding == "bucketed"):
+            rows = {field: [values[i] for i in indices] for field, values in encoded.items()}
+            feeds = self.pad(rows, max_length, pad_to_max_length=padding == "max-length")
+            mask = feeds["attention_mask"].astype(bool) if "attention_mask" in feeds else None
+            for name, output in self.run(feeds).items():
+                for row, index in enumerate(indices):
+                    value = output[row]
+                    if per_token[name] and mask is not None:
+                        value = value[mask[row]]
+                    results[index][name] = value
+        return results
 
     @property
     def tokenizer(self) -> Any:

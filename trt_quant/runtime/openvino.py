@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Manifest, quantized_precision
-from ..errors import ArtifactError, TrtQuantError
-from .base import Runtime
-from .ort import exact_int8_needed, graph_file
+from trt_quant.artifacts import Manifest, quantized_precision
+from trt_quant.errors import ArtifactError, TrtQuantError
+from trt_quant.runtime.base import Runtime
+from trt_quant.runtime.ort import exact_int8_needed, graph_file
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..artifacts import FLOAT_ONNX, QUANTIZED_ONNX, TRT_ONNX, Manifest, quantized_onnx, quantized_precision
-from ..errors import ArtifactError, TrtQuantError
-from .base import Runtime
+from trt_quant.artifacts import (
+    FLOAT_ONNX,
+    QUANTIZED_ONNX,
+    TRT_ONNX,
+    Manifest,
+    quantized_onnx,
+    quantized_precision,
+)
+from trt_quant.errors import ArtifactError, TrtQuantError
+from trt_quant.runtime.base import Runtime
 
 if TYPE_CHECKING:
     import onnx

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine import Profile
-from ..errors import InputError
+from trt_quant.engine.build import Profile
+from trt_quant.errors import InputError
 
 MASK_INPUT = "attention_mask"
 

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..artifacts import ENGINE, TOKENIZER_DIR, Manifest, quantized_precision
-from ..engine import Profile, check_fp8_capability, require_tensorrt
-from ..errors import ArtifactError, EngineMismatchError, InputError, TrtQuantError
-from .base import Runtime
-from .shapes import run_fitted
+from trt_quant.artifacts import ENGINE, TOKENIZER_DIR, Manifest, quantized_precision
+from trt_quant.engine.build import Profile, check_fp8_capability, require_tensorrt
+from trt_quant.errors import ArtifactError, EngineMismatchError, InputError, TrtQuantError
+from trt_quant.runtime.base import Runtime
+from trt_quant.runtime.shapes import run_fitted
 
 TORCH_DTYPES = {
     "FLOAT": torch.float32,

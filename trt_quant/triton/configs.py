@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..artifacts import TensorSpec
-from ..errors import ArtifactError, TrtQuantError
+from trt_quant.artifacts import TensorSpec
+from trt_quant.errors import ArtifactError, TrtQuantError
 
 TEXT_INPUT = "TEXT"
 PAIR_INPUT = "TEXT_PAIR"

@@ -23,7 +23,7 @@ import venv
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import TrtQuantError
+from trt_quant.errors import TrtQuantError
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 STUB_PACKAGES = ("numpy==1.26.4", "transformers==5.14.1", "onnxruntime==1.31.1")

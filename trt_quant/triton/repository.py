@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
-from ..artifacts import (
+from trt_quant.artifacts import (
     ENGINE,
     FP8_ONNX,
     INT8_ONNX,
@@ -30,9 +30,9 @@ from ..artifacts import (
     load_manifest,
     staged_directory,
 )
-from ..errors import ArtifactError, TrtQuantError
-from ..runtime.ort import dequantize_after_lookup, fold_lookup_dequantization
-from .configs import (
+from trt_quant.errors import ArtifactError, TrtQuantError
+from trt_quant.runtime.ort import dequantize_after_lookup, fold_lookup_dequantization
+from trt_quant.triton.configs import (
     ONNX_PLATFORM,
     PAIR_INPUT,
     TENSORRT_PLATFORM,

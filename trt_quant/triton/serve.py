@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import TrtQuantError
-from .configs import TEXT_INPUT
-from .environment import server_environment
-from .repository import write_triton_repository
-from .server import TritonServer
+from trt_quant.errors import TrtQuantError
+from trt_quant.triton.configs import TEXT_INPUT
+from trt_quant.triton.environment import server_environment
+from trt_quant.triton.repository import write_triton_repository
+from trt_quant.triton.server import TritonServer
 
 BUILT_IN_BACKENDS = ("python",)  # the nvidia-pytriton server has only the Python backend
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import TrtQuantError
-from .environment import ServerEnvironment
+from trt_quant.errors import TrtQuantError
+from trt_quant.triton.environment import ServerEnvironment
 
 LOOPBACK = "127.0.0.1"
 POLL_S = 0.25

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import TrtQuantError
-from .configs import ENSEMBLE_PLATFORM, ONNX_PLATFORM, TENSORRT_PLATFORM, triton_dtype
+from trt_quant.errors import TrtQuantError
+from trt_quant.triton.configs import ENSEMBLE_PLATFORM, ONNX_PLATFORM, TENSORRT_PLATFORM, triton_dtype
 
 VERSION = "1"
 DEFAULT_FILES = {TENSORRT_PLATFORM: "model.plan", ONNX_PLATFORM: "model.onnx"}

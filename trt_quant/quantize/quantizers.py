@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import QuantConfig
-from .progress import progress
-from .tasks import TaskModel
+from trt_quant.config import QuantConfig
+from trt_quant.progress import progress
+from trt_quant.tasks.registry import TaskModel
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def insert_quantizers(model: TaskModel, config: QuantConfig, extra_float: Sequen
 
 def recipe_for_family(family: str) -> Any:
     """The recipe of a family name (bert, roberta, xlm-roberta, deberta-v2, electra, distilbert, mpnet, ...)."""
-    from .recipes import RECIPES
+    from trt_quant.recipes import RECIPES
 
     return next(recipe for recipe in RECIPES.values() if recipe.family == family)
 
@@ -339,38 +339,6 @@ def dequantize_rows(table: torch.Tensor) -> torch.Tensor:
     """Symmetric per-row INT8 quantize-dequantize (round half to even), as ONNX QuantizeLinear does."""
     scale = (table.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=torch.finfo(table.dtype).tiny)
     return torch.clamp(torch.round(table / scale), -127, 127) * scale
-
-
-def quantize(
-    model: TaskModel,
-    batches: Sequence[dict[str, torch.Tensor]],
-    config: QuantConfig,
-    extra_float: Sequence[str] = (),
-    family: str | None = None,
-) -> TaskModel:
-    """Insert INT8 or FP8 quantizers into ``model`` (in place) and calibrate them on ``batches``.
-
-    ``family`` (the recipe's) matters only for ``config.quantize_attention``. Statistics are gathered in
-    inference mode (no dropout), whatever mode ``model`` came in."""
-    model.eval()
-    if config.peg_groups:
-        from .peg import apply_peg
-
-        apply_peg(model, batches, config.peg_groups, config.peg_permute)
-    quantized = insert_quantizers(model, config, extra_float).eval()  # Model Optimizer may restore train mode
-    if config.quantize_attention:
-        from .attention import quantize_attention
-
-        quantize_attention(quantized, family or "unknown", config.precision)
-    if config.smoothquant is not None:
-        folds = recipe_for_family(family).smoothquant_folds if family else ()
-        smooth(quantized, input_channel_ranges(quantized, batches), config.smoothquant, folds)
-    if config.weight_bits < 8:
-        narrow_weight_ranges(quantized, config.weight_bits)
-    if config.int8_embeddings:
-        round_embeddings(quantized)
-    calibrate(quantized, batches, config)
-    return quantized
 
 
 @torch.no_grad()

@@ -30,9 +30,9 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from .artifacts import TensorSpec
-from .errors import TrtQuantError
-from .tasks import TaskModel
+from trt_quant.artifacts import TensorSpec
+from trt_quant.errors import TrtQuantError
+from trt_quant.tasks.registry import TaskModel
 
 BATCH_AXIS = "batch"
 SEQUENCE_AXIS = "sequence"
@@ -89,7 +89,7 @@ def export_quantized(
         return export_onnx(model, example, path, opset), {}
     if opset < FP8_OPSET:
         raise TrtQuantError(f"FP8 Q/DQ needs ONNX opset {FP8_OPSET} or newer: pass --opset {FP8_OPSET}.")
-    from .quantize import fp8_weights_for_export
+    from trt_quant.quantize.quantizers import fp8_weights_for_export
 
     with fp8_weights_for_export(model) as scales:
         graph = export_onnx(model, example, path, opset)
@@ -154,7 +154,7 @@ def store_fp8_weights(model: onnx.ModelProto, scales: dict[str, tuple[Any, int]]
     """Store every float MatMul/Gemm weight initializer listed in ``scales`` (by fingerprint, see
     ``quantize.fp8_weights_for_export``) as float8e4m3fn -> DequantizeLinear along its output-channel
     axis; return how many. The values are already on the FP8 grid, so the stored weights are exact."""
-    from .quantize import weight_fingerprint
+    from trt_quant.quantize.quantizers import weight_fingerprint
 
     graph = model.graph
     _bypass_initializer_identities(graph)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .tasks import TaskModel
+from trt_quant.tasks.registry import TaskModel
 
 DEFAULT_PEG_LAYERS = (
     "*intermediate.dense",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .errors import TrtQuantError
+from trt_quant.errors import TrtQuantError
 
 ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
 INT8_FORMAT = re.compile(

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import TrtQuantError
-from .progress import progress
-from .quantize import INPUT_QUANTIZER, WEIGHT_QUANTIZER, quantized_linears
-from .tasks import TaskModel
+from trt_quant.errors import TrtQuantError
+from trt_quant.progress import progress
+from trt_quant.quantize.quantizers import INPUT_QUANTIZER, WEIGHT_QUANTIZER, quantized_linears
+from trt_quant.tasks.registry import TaskModel
 
 Batches = Sequence[dict[str, torch.Tensor]]
 Score = Callable[[TaskModel], float]  # higher is better: mean cosine, or a task metric

@@ -1,7 +1,7 @@
 """TensorRT engine build: strongly typed network, optimization profiles, timing cache, layer report.
 
 TensorRT 10 and 11 share one path here. The INT8 graph is made TensorRT-ready first
-(:mod:`trt_quant.trt_graph`: float part in FP16 or BF16, attention scale on the query, embedding tables
+(:mod:`trt_quant.onnx.tensorrt_graph`: float part in FP16 or BF16, attention scale on the query, embedding tables
 as constants), because a strongly typed network takes every tensor's type from the ONNX graph; TensorRT
 11 has no INT8/FP16 builder flags and no calibrators. The engine is built from exactly the bytes written
 to ``model_trt.onnx``. ``tensorrt`` is imported only
@@ -23,11 +23,18 @@ from typing import Any
 import onnx
 from tqdm.auto import tqdm
 
-from .artifacts import ENGINE, TRT_ONNX, load_manifest, quantized_precision, write_atomically, write_manifest
-from .errors import GpuUnavailableError, TrtQuantError
-from .precision import PRECISIONS
-from .trt_graph import tensorrt_graph
-from .trt_onnx import prepare_tensorrt_onnx, store_tensorrt_onnx
+from trt_quant.artifacts import (
+    ENGINE,
+    TRT_ONNX,
+    load_manifest,
+    quantized_precision,
+    write_atomically,
+    write_manifest,
+)
+from trt_quant.errors import GpuUnavailableError, TrtQuantError
+from trt_quant.onnx.precision import PRECISIONS
+from trt_quant.onnx.tensorrt_graph import tensorrt_graph
+from trt_quant.onnx.tensorrt_onnx import prepare_tensorrt_onnx, store_tensorrt_onnx
 
 LAYERS_REPORT = "engine_layers.json"
 DEFAULT_BATCH = "1,8,32"
@@ -196,7 +203,7 @@ def gpu_info() -> dict[str, str]:
 
 
 def build_plan(model: onnx.ModelProto, config: BuildConfig, profiles: Sequence[Profile]) -> BuiltEngine:
-    """Make ``model`` TensorRT-ready (:func:`~trt_quant.trt_graph.tensorrt_graph`) and build an engine."""
+    """Make ``model`` TensorRT-ready (:func:`~trt_quant.onnx.tensorrt_graph.tensorrt_graph`) and build an engine."""
     graph = tensorrt_graph(model, config.precision, config.fp32_islands)
     return build_plan_from_onnx(graph.model.SerializeToString(), config, profiles)
 
@@ -216,7 +223,7 @@ def build_engine(
 ) -> dict[str, Any]:
     """Build the artifact's TensorRT-ready graph into ``model.plan`` and record the engine in its manifest.
 
-    Writes ``model_trt.onnx`` (the graph parsed, see :mod:`trt_quant.trt_onnx`), ``model.plan`` and
+    Writes ``model_trt.onnx`` (the graph parsed, see :mod:`trt_quant.onnx.tensorrt_onnx`), ``model.plan`` and
     ``engine_layers.json`` (TensorRT's per-layer report) atomically next to the ONNX files, then rewrites
     the manifest with the engine's TensorRT version, GPU, compute capability, profiles and precision.
     Returns that engine record.

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
-from .artifacts import MODEL_CONFIG, TOKENIZER_DIR, Manifest, quantized_precision, write_atomically
-from .data import TextData, batched, pick_column, read_rows, read_texts, select_inputs
-from .errors import TrtQuantError
-from .progress import progress
-from .runtime.base import Runtime
-from .squad import (
+from trt_quant.artifacts import MODEL_CONFIG, TOKENIZER_DIR, Manifest, quantized_precision, write_atomically
+from trt_quant.data import TextData, batched, pick_column, read_rows, read_texts, select_inputs
+from trt_quant.errors import TrtQuantError
+from trt_quant.progress import progress
+from trt_quant.runtime.base import Runtime
+from trt_quant.tasks import metrics
+from trt_quant.tasks.squad import (
     QAExample,
     decode_answers,
     examples_from_rows,
@@ -605,7 +605,7 @@ def evaluate_artifact(
     the agreement of the INT8 outputs with the float outputs is always measured. ``limit`` keeps the first
     examples only; ``write`` saves report.md and report.json into the artifact directory.
     """
-    from .runtime import load_runtime
+    from trt_quant.runtime import load_runtime
 
     if batch_size < 1 or (limit is not None and limit < 1):
         raise TrtQuantError("--batch-size and --limit must be at least 1: pass positive numbers.")

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import select_inputs
-from .errors import TrtQuantError
+from trt_quant.data import select_inputs
+from trt_quant.errors import TrtQuantError
 
 MAX_ANSWER_TOKENS = 30
 SQUAD_LAYOUT = '{"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers": [{"text"}]}]}]}]}'

@@ -18,8 +18,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .config import AUTO, CALIBRATION_METHODS, QuantConfig
-from .errors import TrtQuantError
+from trt_quant.config import AUTO, CALIBRATION_METHODS, QuantConfig
+from trt_quant.errors import TrtQuantError
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import Manifest
-from .cpuinfo import CpuInfo, cpu_info
-from .runtime.base import Runtime
+from trt_quant.artifacts import Manifest
+from trt_quant.cpuinfo import CpuInfo, cpu_info
+from trt_quant.runtime.base import Runtime
 
 
 @dataclass
@@ -117,7 +117,7 @@ def accuracy_against(
     reference: Variant, candidate: Variant, batches: list[dict[str, np.ndarray]], per_token: dict[str, bool]
 ) -> tuple[float, float]:
     """Mean and minimum per-example cosine of ``candidate``'s outputs against ``reference``'s."""
-    from .evaluate import compare_outputs
+    from trt_quant.evaluate.report import compare_outputs
 
     cosines: list[float] = []
     for feeds in batches:
@@ -140,7 +140,7 @@ def benchmark(
     iterations: int = 30,
 ) -> list[BenchRow]:
     """Time every variant at every (batch, sequence) shape; attach each variant's accuracy vs ``reference``."""
-    from .progress import progress
+    from trt_quant.progress import progress
 
     rows = []
     for variant in progress(variants, "benchmarking", total=len(variants)):

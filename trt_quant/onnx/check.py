@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import ArtifactError
+from trt_quant.errors import ArtifactError
 
 # Operators marked "Y" in the onnx-tensorrt operator support matrix: onnx/onnx-tensorrt docs/operators.md,
 # branch 10.1-GA (commit 96e781103cfc, "ONNX-TensorRT 10.1 GA release", June 2024), which covers TensorRT 10

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import TrtQuantError
-from .quantize import new_activation_quantizer
+from trt_quant.errors import TrtQuantError
+from trt_quant.quantize.quantizers import new_activation_quantizer
 
 IMPLEMENTATION = "trt_quant_int8"
 QUANTIZERS = (

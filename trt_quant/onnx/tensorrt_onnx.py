@@ -1,6 +1,6 @@
 """``model_trt.onnx``: an artifact's TensorRT-ready graph, written without a GPU (``build --onnx-only``).
 
-The engine build (:func:`trt_quant.engine.build_engine`) parses exactly the bytes
+The engine build (:func:`trt_quant.engine.build.build_engine`) parses exactly the bytes
 :func:`prepare_tensorrt_onnx` returns and stores them with :func:`store_tensorrt_onnx`, so the file in
 the artifact is the graph its engine was built from; ``trtexec --onnx=model_trt.onnx --stronglyTyped``
 builds the same network.
@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from .artifacts import (
+from trt_quant.artifacts import (
     TRT_ONNX,
     Manifest,
     load_manifest,
@@ -24,7 +24,7 @@ from .artifacts import (
     write_atomically,
     write_manifest,
 )
-from .trt_graph import tensorrt_graph
+from trt_quant.onnx.tensorrt_graph import tensorrt_graph
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def prepare_tensorrt_onnx(
     artifact_dir: str | Path, manifest: Manifest, precision: str = "fp16", fp32_islands: bool = False
 ) -> TensorRTOnnx:
     """The artifact's quantized graph (INT8 or FP8) made TensorRT-ready
-    (:func:`~trt_quant.trt_graph.tensorrt_graph`), serialized."""
+    (:func:`~trt_quant.onnx.tensorrt_graph.tensorrt_graph`), serialized."""
     source = quantized_onnx(manifest)
     graph = tensorrt_graph(onnx.load(str(Path(artifact_dir) / source)), precision, fp32_islands)
     data = graph.model.SerializeToString()

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import evaluate
-from .data import TextData, select_inputs, split_pairs, tokenize_batches
-from .errors import TrtQuantError
-from .evaluate import LabelSource
-from .models import LoadedModel
-from .sensitivity import outputs_of
-from .squad import QAExample, answer_texts, decode_answers, tokenize_questions
-from .tasks import TaskModel
+from trt_quant.data import TextData, select_inputs, split_pairs, tokenize_batches
+from trt_quant.errors import TrtQuantError
+from trt_quant.evaluate import report as evaluate
+from trt_quant.evaluate.report import LabelSource
+from trt_quant.models import LoadedModel
+from trt_quant.quantize.sensitivity import outputs_of
+from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.squad import QAExample, answer_texts, decode_answers, tokenize_questions
 
 Metric = Callable[[tuple[np.ndarray, ...]], float]
 """The metric of a model's outputs over all held-out examples, one array per output."""

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from .analyze import Analysis
-    from .convert import ConvertReport
-    from .demo import DemoResult
-    from .evaluate import EvaluationReport
+    from trt_quant.analyze import Analysis
+    from trt_quant.convert import ConvertReport
+    from trt_quant.demo import DemoResult
+    from trt_quant.evaluate.report import EvaluationReport
 
 
 def _mb(size: int) -> str:
@@ -148,7 +148,7 @@ def sensitivity_table(analysis: Analysis, rows: int = 15) -> Table:
 
 def evaluation_table(report: EvaluationReport) -> Table:
     """Float vs INT8 on a data file: task metrics with their delta, then how close the INT8 outputs are."""
-    from .evaluate import METRIC_NAMES, agreement_rows, format_number
+    from trt_quant.evaluate.report import METRIC_NAMES, agreement_rows, format_number
 
     labels = f"labels '{report.labels}'" if report.labels else "no labels"
     label = report.precision.upper()

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import Manifest, load_manifest, quantized_precision
-from .baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
-from .batching import PaddingRow, padding_benchmark, padding_table
-from .bench import BenchRow, Variant, benchmark, synthetic_feeds, write_report
-from .cpuinfo import CpuInfo, cpu_info
-from .data import TextData, batched, read_texts
-from .errors import TrtQuantError
-from .runtime import OpenVinoRuntime, load_runtime
-from .runtime.openvino import openvino_available
+from trt_quant.artifacts import Manifest, load_manifest, quantized_precision
+from trt_quant.bench.baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
+from trt_quant.bench.latency import BenchRow, Variant, benchmark, synthetic_feeds, write_report
+from trt_quant.bench.padding import PaddingRow, padding_benchmark, padding_table
+from trt_quant.cpuinfo import CpuInfo, cpu_info
+from trt_quant.data import TextData, batched, read_texts
+from trt_quant.errors import TrtQuantError
+from trt_quant.runtime import OpenVinoRuntime, load_runtime
+from trt_quant.runtime.openvino import openvino_available
 
 OPENVINO_VARIANTS = ("openvino-float", "openvino-fp32", "trt-quant-int8-openvino")
 """OpenVINO on the float ONNX at its default precision (bf16 where the CPU has it) and at f32, and on
@@ -104,7 +104,7 @@ def run_benchmark(
     variants are left out where the ``openvino`` extra is not installed. Writes bench.md, bench.json (with
     the CPU's name and flags) and two PNG plots into ``output`` (default: ARTIFACT/bench).
     """
-    from .demo import builtin_text
+    from trt_quant.demo import builtin_text
 
     directory = Path(artifact)
     manifest = load_manifest(directory, verify=verify)
@@ -155,7 +155,7 @@ def run_padding_benchmark(
     """Time float and INT8 (ONNX Runtime) over real texts with each padding strategy: bucketed, longest
     and max-length, texts truncated at ``max_length`` (default: the model's maximum). Writes padding.md
     and padding.json into ``output`` (default: ARTIFACT/bench)."""
-    from .demo import builtin_text
+    from trt_quant.demo import builtin_text
 
     directory = Path(artifact)
     refuse_fp8_timing(load_manifest(directory, verify=verify))

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import FLOAT_ONNX, Manifest
-from .models import load_model
+from trt_quant.artifacts import FLOAT_ONNX, Manifest
+from trt_quant.models import load_model
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -43,7 +43,7 @@ def ort_dynamic_int8_model(artifact: Path, target: Path) -> Path:
 
 def ort_runner(path: Path, output_names: list[str], threads: int | None = None) -> Runner:
     """An ONNX Runtime CPU session over any ONNX file, with the project's session options."""
-    from .runtime.ort import create_session
+    from trt_quant.runtime.ort import create_session
 
     session = create_session(path, threads)
 

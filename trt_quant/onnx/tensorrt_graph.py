@@ -9,7 +9,7 @@
    the query projection's weight scales (or float weights) and bias, and into the scales of any Q/DQ on
    the query path, so the scale sits on Q before the product, where TensorRT's fused attention wants it.
    Scaling a DequantizeLinear's scales is exact: the quantized weights are not touched.
-3. :func:`~trt_quant.precision.convert_float_precision`: the float part in FP16 (or BF16), Q/DQ with
+3. :func:`~trt_quant.onnx.precision.convert_float_precision`: the float part in FP16 (or BF16), Q/DQ with
    half-precision scales directly on their MatMuls, optionally FP32 LayerNorm/Softmax islands.
 
 Quantize/DequantizeLinear are recognised whatever their quantized type (INT8, FP8, INT4).
@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .export import remove_unused
-from .precision import convert_float_precision
+from trt_quant.onnx.export import remove_unused
+from trt_quant.onnx.precision import convert_float_precision
 
 SHAPE_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity")
 

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from . import reports
-from .bench_suite import VARIANTS
-from .cli_options import QUANTIZATION, REPOSITORY, integers
-from .config import QuantConfig
-from .errors import TrtQuantError
+from trt_quant.bench.suite import VARIANTS
+from trt_quant.cli import reports
+from trt_quant.cli.options import QUANTIZATION, REPOSITORY, integers
+from trt_quant.config import QuantConfig
+from trt_quant.errors import TrtQuantError
 
 app = typer.Typer(
     add_completion=False,
@@ -70,10 +70,10 @@ def convert(
     overwrite: Overwrite = False,
 ) -> None:
     """Load, quantize, calibrate and export MODEL into an artifact directory."""
-    from .convert import convert as run_convert
+    from trt_quant.convert import convert as run_convert
 
     if engine:
-        from .engine import require_tensorrt
+        from trt_quant.engine.build import require_tensorrt
 
         require_tensorrt()  # before any work: no partial artifact when the GPU step cannot run
 
@@ -95,7 +95,7 @@ def convert(
         )
     console.print(reports.convert_summary(report))
     if engine:
-        from .engine import build_engine
+        from trt_quant.engine.build import build_engine
 
         console.print(reports.engine_summary(build_engine(output)))
 
@@ -123,11 +123,11 @@ def build(
     ] = False,
 ) -> None:
     """Build a strongly typed TensorRT engine from the artifact's TensorRT-ready graph (needs an NVIDIA GPU)."""
-    from .artifacts import load_manifest
-    from .engine import BuildConfig, build_engine, default_profiles, parse_profiles
+    from trt_quant.artifacts import load_manifest
+    from trt_quant.engine.build import BuildConfig, build_engine, default_profiles, parse_profiles
 
     if onnx_only:
-        from .trt_onnx import write_tensorrt_onnx
+        from trt_quant.onnx.tensorrt_onnx import write_tensorrt_onnx
 
         record = write_tensorrt_onnx(artifact, precision, fp32_islands, verify=verify)
         console.print(
@@ -173,7 +173,7 @@ def triton(
     overwrite: Overwrite = False,
 ) -> None:
     """Write a Triton Inference Server model repository: model, tokenizer (Python backend), ensemble."""
-    from .triton import write_triton_repository
+    from trt_quant.triton import write_triton_repository
 
     written = write_triton_repository(
         artifact,
@@ -216,7 +216,7 @@ def serve(
     overwrite: Overwrite = False,
 ) -> None:
     """Serve the artifact with a local Triton server on 127.0.0.1 until Ctrl-C (needs the serve extra)."""
-    from .triton.serve import serve as serve_artifact
+    from trt_quant.triton.serve import serve as serve_artifact
 
     serve_artifact(
         artifact,
@@ -243,7 +243,7 @@ def demo(
     ] = True,
 ) -> None:
     """Convert the packaged all-MiniLM-L6-v2 with the built-in calibration text and compare float vs INT8."""
-    from .demo import run_demo
+    from trt_quant.demo import run_demo
 
     result = run_demo(output, overwrite=overwrite)
     console.print(reports.convert_summary(result.report))
@@ -253,7 +253,7 @@ def demo(
 @app.command()
 def check(onnx_file: Annotated[Path, typer.Argument(help="ONNX file to check.")]) -> None:
     """Check an ONNX graph against TensorRT's explicit-quantization rules (exit 1 when errors are found)."""
-    from .check import check_onnx, format_findings
+    from trt_quant.onnx.check import check_onnx, format_findings
 
     findings = check_onnx(onnx_file)
     console.print(format_findings(findings), markup=False, highlight=False)
@@ -302,8 +302,8 @@ def qat(
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a calibrated model with its quantizers active, then export exactly like convert."""
-    from .qat import QatConfig
-    from .qat import qat as run_qat
+    from trt_quant.qat import QatConfig
+    from trt_quant.qat import qat as run_qat
 
     report = run_qat(
         model,
@@ -350,7 +350,7 @@ def evaluate(
     ] = True,
 ) -> None:
     """Compare float and INT8 on a data file: task metrics with labels, agreement and cosine without."""
-    from .evaluate import REPORT_JSON, REPORT_MD, evaluate_artifact
+    from trt_quant.evaluate.report import REPORT_JSON, REPORT_MD, evaluate_artifact
 
     report = evaluate_artifact(
         artifact,
@@ -385,7 +385,7 @@ def analyze(
     pair_column: Annotated[str | None, typer.Option(help="Column holding the second text of a pair.")] = None,
 ) -> None:
     """Rank Linear layers by how much quantizing each one alone degrades the output (table + bar chart)."""
-    from .analyze import analyze as run_analyze
+    from trt_quant.analyze import analyze as run_analyze
 
     result = run_analyze(
         model,
@@ -436,9 +436,9 @@ def bench(
 ) -> None:
     """Latency percentiles and throughput of trt-quant INT8 against float and dynamic-INT8 baselines, and
     the time to run real texts with each padding strategy (bucketed, longest, max-length)."""
-    from .batching import padding_table
-    from .bench import markdown_table
-    from .bench_suite import run_benchmark, run_padding_benchmark
+    from trt_quant.bench.latency import markdown_table
+    from trt_quant.bench.padding import padding_table
+    from trt_quant.bench.suite import run_benchmark, run_padding_benchmark
 
     if padding_batch < 0:
         raise TrtQuantError(

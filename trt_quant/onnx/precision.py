@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
 
-from .errors import TrtQuantError
+from trt_quant.errors import TrtQuantError
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 MIN_OPSET = 19  # float16/bfloat16 Q/DQ scales need QuantizeLinear/DequantizeLinear-19

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import TrtQuantError
+from trt_quant.errors import TrtQuantError
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Benchmarks: latency, throughput, padding and the dynamic-quantization baselines."""

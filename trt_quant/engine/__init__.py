@@ -1,0 +1,1 @@
+"""TensorRT engine stage: strongly typed build, profiles, timing cache, layer report."""

@@ -1,0 +1,1 @@
+"""Evaluation reports: task metrics of float and quantized models on user data."""

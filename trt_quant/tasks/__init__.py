@@ -1,0 +1,1 @@
+"""Tasks: what each task's model returns, its rows, labels and metric."""
