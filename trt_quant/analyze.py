@@ -7,17 +7,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from trt_quant.config import QuantConfig
-from trt_quant.convert import check_max_length, model_texts, split_calibration
-from trt_quant.data import read_texts, tokenize_batches
 from trt_quant.errors import TrtQuantError
-from trt_quant.models import load_model
-from trt_quant.quantize.model import quantize
+from trt_quant.pipeline import calibration_batches, held_out_score, load, quantize_with_recipe, read_examples
 from trt_quant.quantize.sensitivity import (
     LayerSensitivity,
-    cosine_score,
     int8_flop_share,
     layer_sensitivity,
-    outputs_of,
     plot_sensitivity,
 )
 
@@ -47,43 +42,32 @@ def analyze(
 ) -> Analysis:
     """Calibrate ``model``, then measure the output cosine against float with one Linear quantized at a time.
 
-    Calibration and evaluation examples are split as :func:`~trt_quant.convert.convert` splits them (the
-    first ``config.calib_samples`` rows; ``eval_data`` or the rows after them, at most 256), and the
-    family's recipe keeps the same layers float. Writes ``sensitivity.json`` and ``sensitivity.png`` to ``output``.
+    Calibration and evaluation examples are split as every command splits them
+    (:func:`~trt_quant.pipeline.read_examples`), and the family's recipe keeps the same layers float.
+    Writes ``sensitivity.json`` and ``sensitivity.png`` to ``output``.
     """
     config = config or QuantConfig()
-    loaded = load_model(model, task)
-    check_max_length(loaded, config.max_length)
-    data = read_texts(calib, text_column, pair_column)
-    held_out = read_texts(eval_data, text_column, pair_column) if eval_data is not None else None
-    calibration, evaluation, _ = split_calibration(data, config.calib_samples, held_out)
-    if not evaluation:
+    loaded = load(model, task, config.max_length)
+    examples = read_examples(calib, config, eval_data, text_column, pair_column)
+    if not examples.evaluation:
         raise TrtQuantError(
             f"No evaluation examples are left after {config.calib_samples} calibration samples: pass --eval-data "
             "or a smaller --calib-samples."
         )
-    tokenize = lambda texts: tokenize_batches(  # noqa: E731
-        loaded.tokenizer, model_texts(texts, task), loaded.input_names, config.batch_size, config.max_length
+    scoring = held_out_score(loaded, examples.evaluation, config)
+    quantized = quantize_with_recipe(
+        loaded, calibration_batches(loaded, examples.calibration, config), config
     )
-    eval_batches = tokenize(evaluation)
-    reference = outputs_of(loaded.model, eval_batches)
-    quantized = quantize(
-        loaded.model,
-        tokenize(calibration),
-        config,
-        extra_float=loaded.recipe.keep_float,
-        family=loaded.recipe.family,
-    )
-    score = cosine_score(reference, eval_batches)
+    score = scoring.score
     all_int8 = score(quantized)
     ranking = layer_sensitivity(quantized, score)
     directory = Path(output)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {
-        "metric": "mean cosine vs float",
+        "metric": scoring.metric,
         "precision": config.precision,
         "all_int8_score": all_int8,
-        "examples": len(evaluation),
+        "examples": len(examples.evaluation),
         "layers": [asdict(item) for item in ranking],
     }
     (directory / "sensitivity.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -92,7 +76,7 @@ def analyze(
         ranking,
         all_int8,
         int8_flop_share(quantized),
-        "mean cosine vs float",
-        len(evaluation),
+        scoring.metric,
+        len(examples.evaluation),
         [directory / "sensitivity.json", png],
     )

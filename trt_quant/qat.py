@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import pickle
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,15 +26,6 @@ import torch.nn.functional as F
 
 from trt_quant.artifacts import check_name, check_output_dir, staged_directory
 from trt_quant.config import ExportConfig, QuantConfig
-from trt_quant.convert import (
-    EVAL_SAMPLES,
-    ArtifactSource,
-    ConvertReport,
-    check_max_length,
-    export_float,
-    model_texts,
-    write_int8_artifact,
-)
 from trt_quant.data import (
     TextData,
     pick_column,
@@ -43,13 +33,25 @@ from trt_quant.data import (
     read_texts,
     select_inputs,
     tokenize,
-    tokenize_batches,
 )
 from trt_quant.errors import TrtQuantError
 from trt_quant.evaluate.report import CLASSIFYING_TASKS, LabelSource
-from trt_quant.models import LoadedModel, load_model
+from trt_quant.models import LoadedModel
+from trt_quant.pipeline import (
+    EVAL_SAMPLES,
+    ArtifactSource,
+    ConvertReport,
+    HeldOutScore,
+    StepTimer,
+    calibration_batches,
+    export_float,
+    held_out_score,
+    load,
+    model_texts,
+    quantize_with_recipe,
+    write_artifact,
+)
 from trt_quant.progress import progress
-from trt_quant.quantize.model import quantize
 from trt_quant.quantize.quantizers import (
     clip_gradients_outside_range,
     quantized_linears,
@@ -57,8 +59,7 @@ from trt_quant.quantize.quantizers import (
     restore_quantizers,
     round_embeddings,
 )
-from trt_quant.quantize.sensitivity import Score, cosine_score, outputs_of
-from trt_quant.tasks.metric import task_metric
+from trt_quant.quantize.sensitivity import Score
 from trt_quant.tasks.registry import TaskModel
 
 log = logging.getLogger(__name__)
@@ -512,7 +513,7 @@ def selection_score(
     text_column: str | None,
     pair_column: str | None,
     config: QuantConfig,
-) -> tuple[str, Score]:
+) -> HeldOutScore:
     """What QAT keeps the best model by, measured on the held-out data with ``loaded.model`` still float:
     a text classifier's accuracy (Spearman x100 for a regression head) when the evaluation file has
     labels in ``label_column``, otherwise the mean cosine of the outputs against the float model's."""
@@ -520,14 +521,8 @@ def selection_score(
     labelled = label_column is not None and bool(rows) and label_column in rows[0]
     if labelled and loaded.task.name == "text-classification":
         held_out = read_texts(eval_data, text_column, pair_column, label_column).head(EVAL_SAMPLES)
-        metric = task_metric(
-            loaded, held_out, LabelSource(Path(eval_data), label_column), config.batch_size, config.max_length
-        )
-        return metric.name, metric.score
-    batches = tokenize_batches(
-        loaded.tokenizer, evaluation, loaded.input_names, config.batch_size, config.max_length
-    )
-    return "mean cosine vs float", cosine_score(outputs_of(loaded.model, batches), batches)
+        return held_out_score(loaded, held_out, config, LabelSource(Path(eval_data), label_column))
+    return held_out_score(loaded, evaluation, config)
 
 
 class BestModel:
@@ -602,68 +597,61 @@ def qat(
     output = Path(output)
     check_output_dir(output, overwrite)
     name = check_name(name or output.name)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    loaded = load_model(model, task, trust_remote_code=trust_remote_code)
-    check_max_length(loaded, max(quant_config.max_length, qat_config.max_length))
-    batches, train_texts = training_batches(
-        loaded, train_data, label_column, text_column, pair_column, qat_config
-    )
-    calib_texts = read_inputs(loaded, calib, text_column, pair_column) if calib is not None else train_texts
-    calibration = model_texts(calib_texts.head(quant_config.calib_samples), loaded.task.name)
-    calib_batches = tokenize_batches(
-        loaded.tokenizer, calibration, loaded.input_names, quant_config.batch_size, quant_config.max_length
-    )
-    evaluation = None
-    if eval_data is not None:
-        evaluation = model_texts(
-            read_inputs(loaded, eval_data, text_column, pair_column).head(EVAL_SAMPLES), loaded.task.name
+    timer = StepTimer()
+    with timer.step("load"):
+        loaded = load(model, task, max(quant_config.max_length, qat_config.max_length), trust_remote_code)
+        batches, train_texts = training_batches(
+            loaded, train_data, label_column, text_column, pair_column, qat_config
         )
-    timings["load"] = time.perf_counter() - started
+        calib_texts = (
+            read_inputs(loaded, calib, text_column, pair_column) if calib is not None else train_texts
+        )
+        calibration = calib_texts.head(quant_config.calib_samples)
+        calib_batches = calibration_batches(loaded, calibration, quant_config)
+        evaluation = None
+        if eval_data is not None:  # never the training file's rows: QAT has seen every one of them
+            evaluation = model_texts(
+                read_inputs(loaded, eval_data, text_column, pair_column).head(EVAL_SAMPLES), loaded.task.name
+            )
 
     with staged_directory(output, overwrite) as stage:
-        export_float(stage, loaded, calib_batches[0], export_config, timings)
+        with timer.step("export float"):
+            export_float(stage, loaded, calib_batches[0], export_config)
 
-        step = time.perf_counter()
-        unlabelled = any(labels is None for _, labels in batches)
-        teacher = copy.deepcopy(loaded.model) if qat_config.distill or unlabelled else None
-        selection = (
-            selection_score(
-                loaded, eval_data, evaluation, label_column, text_column, pair_column, quant_config
+        with timer.step("quantize + calibrate"):
+            unlabelled = any(labels is None for _, labels in batches)
+            teacher = copy.deepcopy(loaded.model) if qat_config.distill or unlabelled else None
+            selection = (
+                selection_score(
+                    loaded, eval_data, evaluation, label_column, text_column, pair_column, quant_config
+                )
+                if eval_data is not None and evaluation is not None
+                else None
             )
-            if eval_data is not None and evaluation is not None
-            else None
-        )
-        quantized = quantize(
-            loaded.model,
-            calib_batches,
-            quant_config,
-            extra_float=loaded.recipe.keep_float,
-            family=loaded.recipe.family,
-        )
-        timings["quantize + calibrate"] = time.perf_counter() - step
+            quantized = quantize_with_recipe(loaded, calib_batches, quant_config)
 
-        step = time.perf_counter()
-        losses: list[float] = []
-        keeper = BestModel(quantized, *selection) if selection is not None else None
+        with timer.step("qat"):
+            losses: list[float] = []
+            keeper = (
+                BestModel(quantized, selection.metric, selection.score) if selection is not None else None
+            )
 
-        def on_epoch(epoch: int, loss: float) -> None:
-            losses.append(loss)
+            def on_epoch(epoch: int, loss: float) -> None:
+                losses.append(loss)
+                if keeper is not None:
+                    keeper.after_epoch(epoch)
+
+            train_qat(quantized, teacher, batches, qat_config, on_epoch=on_epoch)
             if keeper is not None:
-                keeper.after_epoch(epoch)
-
-        train_qat(quantized, teacher, batches, qat_config, on_epoch=on_epoch)
-        if keeper is not None:
-            keeper.restore()
-        if quant_config.int8_embeddings:
-            round_embeddings(quantized)  # the trained tables, rounded as the INT8 graph stores them
-        timings["qat"] = time.perf_counter() - step
+                keeper.restore()
+            if quant_config.int8_embeddings:
+                round_embeddings(quantized)  # the trained tables, rounded as the INT8 graph stores them
 
         source = ArtifactSource(
             model=str(model),
             name=name,
             calib_file=str(calib if calib is not None else train_data),
-            calib_samples=len(calibration),
+            calib_samples=len(model_texts(calibration, loaded.task.name)),
             evaluation=evaluation,
             evaluation_source="evaluation file" if evaluation is not None else "none (no eval_data given)",
             extra_quantization={
@@ -688,11 +676,10 @@ def qat(
                 }
             },
         )
-        manifest, findings = write_int8_artifact(
-            stage, loaded, quantized, calib_batches[0], quant_config, export_config, timings, source
+        manifest, findings = write_artifact(
+            stage, loaded, quantized, calib_batches[0], quant_config, export_config, timer, source
         )
-    timings["total"] = time.perf_counter() - started
-    return ConvertReport(output, manifest, timings, findings)
+    return ConvertReport(output, manifest, timer.finish(), findings)
 
 
 __all__ = ["QatConfig", "load_checkpoint", "qat", "save_checkpoint", "train_qat"]
