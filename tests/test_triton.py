@@ -302,6 +302,113 @@ def test_engines_for_other_gpu_architectures(
         )
 
 
+@pytest.mark.parametrize(
+    ("backend", "kind", "platform"),
+    [
+        ("onnxruntime", "cpu", "onnxruntime_onnx"),
+        ("tensorrt", "gpu", "tensorrt_plan"),
+        ("python", "cpu", ""),
+        ("python", "gpu", ""),
+    ],
+)
+def test_every_config_parses_back_into_triton_model_config(
+    engine_artifact: Path, tmp_path: Path, backend: str, kind: str, platform: str
+) -> None:
+    """Each config.pbtxt read as Triton reads it: names, dtypes, dims, batching, instances, ensemble wiring.
+    A zero queue delay still leaves a dynamic_batching section, which is what turns the batcher on."""
+    repo = write_triton_repository(
+        engine_artifact,
+        tmp_path / "repo",
+        name=NAME,
+        backend=backend,
+        kind=kind,
+        instances=2,
+        max_batch=8,
+        preferred_batch_sizes=(4, 8),
+        max_queue_delay_us=0,
+    )
+    configs = {path.parent.name: parse(path) for path in repo.glob("*/config.pbtxt")}
+    assert sorted(configs) == [NAME, f"{NAME}_model", f"{NAME}_tokenizer"]
+    assert all(config.name == name for name, config in configs.items())
+    assert {config.max_batch_size for config in configs.values()} == {8}
+    model, tokenizer, ensemble = configs[f"{NAME}_model"], configs[f"{NAME}_tokenizer"], configs[NAME]
+    encoder_inputs = [(name, "TYPE_INT64", [-1], False) for name in INPUTS]
+    text_inputs = [("TEXT", "TYPE_STRING", [1], True), ("TEXT_PAIR", "TYPE_STRING", [1], True)]
+    logits = [("logits", "TYPE_FP32", [3], False)]
+
+    assert (model.platform, model.backend) == (platform, "python" if backend == "python" else "")
+    assert (tensors(model.input), tensors(model.output)) == (encoder_inputs, logits)
+    assert model.HasField("dynamic_batching")
+    assert list(model.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert model.dynamic_batching.max_queue_delay_microseconds == 0
+    [group] = model.instance_group
+    profiles = ["0", "1"] if backend == "tensorrt" else []  # the two profiles of the engine
+    assert (group.count, model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind), list(group.profile)) == (
+        2,
+        f"KIND_{kind.upper()}",
+        profiles,
+    )
+    if backend == "python":
+        assert {key: value.string_value for key, value in model.parameters.items()} == {
+            "artifact": "artifact"
+        }
+    else:
+        assert (
+            model.default_model_filename == {"tensorrt": "model.plan", "onnxruntime": "model.onnx"}[backend]
+        )
+        assert len(model.parameters) == 0
+
+    assert (tokenizer.backend, tokenizer.platform) == ("python", "")
+    assert (tensors(tokenizer.input), tensors(tokenizer.output)) == (text_inputs, encoder_inputs)
+    assert (
+        tokenizer.HasField("dynamic_batching") and list(tokenizer.dynamic_batching.preferred_batch_size) == []
+    )
+    assert [(g.count, g.kind) for g in tokenizer.instance_group] == [
+        (2, model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    ]
+    assert set(tokenizer.parameters) >= {"max_length", "buckets", "text_input", "pair_input"}
+
+    assert (ensemble.platform, ensemble.backend) == ("ensemble", "")
+    assert (tensors(ensemble.input), tensors(ensemble.output)) == (text_inputs, logits)
+    assert not ensemble.HasField("dynamic_batching") and len(ensemble.instance_group) == 0
+    steps = [
+        (step.model_name, step.model_version, dict(step.input_map), dict(step.output_map))
+        for step in ensemble.ensemble_scheduling.step
+    ]
+    wired = {name: name for name in INPUTS}
+    assert steps == [
+        (f"{NAME}_tokenizer", -1, {"TEXT": "TEXT", "TEXT_PAIR": "TEXT_PAIR"}, wired),
+        (f"{NAME}_model", -1, wired, {"logits": "logits"}),
+    ]
+    assert validate_repository(repo) == []
+
+
+def test_writing_configs_without_tritonclient_names_the_extra(
+    tiny_artifact: Path, onnx_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tritonclient(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.split(".")[0] == "tritonclient":
+            raise ImportError(f"No module named '{name}'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tritonclient)
+    with pytest.raises(TrtQuantError) as raised:
+        write_triton_repository(tiny_artifact, tmp_path / "repo", name=NAME)
+    assert str(raised.value) == (
+        "Writing a Triton repository needs tritonclient: pip install 'trt-quant[triton]'."
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a staging directory
+    with pytest.raises(TrtQuantError) as raised:
+        validate_repository(onnx_repo)
+    assert str(raised.value) == (
+        "Validating a Triton repository needs tritonclient: pip install 'trt-quant[triton]'."
+    )
+
+
 # --- bad input ---------------------------------------------------------------------------------------------
 
 
@@ -396,8 +503,8 @@ def test_bad_options(tiny_artifact: Path, tmp_path: Path, options: dict[str, Any
         ),
         (
             f"{NAME}_model",
-            "dims: [ 3 ]",
-            "dims: [ 4 ]",
+            "dims: [3]",
+            "dims: [4]",
             f"{NAME}_model: output 'logits' has dims [-1, 4] (with batch) in config.pbtxt but [-1, 3] in the "
             "ONNX graph.",
         ),

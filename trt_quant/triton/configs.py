@@ -1,7 +1,5 @@
-"""Triton ``config.pbtxt`` text: numpy -> Triton dtypes, tensor dims and the three model configurations.
-
-The text is written in protobuf text format by a small renderer, so writing a repository needs no protobuf
-package; :mod:`trt_quant.triton.validate` parses it back with Triton's own ``ModelConfig`` message.
+"""Triton model configurations: numpy -> Triton dtypes, tensor dims and the encoder, tokenizer and ensemble
+configs as Triton's own ``ModelConfig`` messages (``tritonclient[grpc]``), printed in protobuf text format.
 """
 
 from __future__ import annotations
@@ -49,13 +47,6 @@ def triton_dtype(numpy_name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Symbol:
-    """A protobuf enum value, written without quotes."""
-
-    name: str
-
-
-@dataclass(frozen=True)
 class TensorConfig:
     """One input or output of a Triton model: dims exclude the batch axis, -1 marks a variable axis."""
 
@@ -63,16 +54,6 @@ class TensorConfig:
     data_type: str
     dims: tuple[int, ...]
     optional: bool = False
-
-    def message(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "name": self.name,
-            "data_type": Symbol(self.data_type),
-            "dims": list(self.dims),
-        }
-        if self.optional:
-            fields["optional"] = True
-        return fields
 
 
 # TEXT is required by the tokenizer, which answers its absence with an error naming it; declared optional
@@ -106,47 +87,69 @@ class Scheduling:
     instances: int
     kind: str
 
-    def fields(self, profiles: int = 1) -> dict[str, Any]:
-        batcher: dict[str, Any] = {"max_queue_delay_microseconds": self.max_queue_delay_us}
-        if self.preferred_batch_sizes:
-            batcher["preferred_batch_size"] = list(self.preferred_batch_sizes)
-        group: dict[str, Any] = {"count": self.instances, "kind": Symbol(f"KIND_{self.kind.upper()}")}
-        if profiles > 1:
-            group["profile"] = [str(index) for index in range(profiles)]
-        return {"max_batch_size": self.max_batch, "dynamic_batching": batcher, "instance_group": [group]}
+
+def model_config_pb2(purpose: str = "Writing a Triton repository") -> Any:
+    """Triton's ``model_config_pb2`` module (from ``tritonclient[grpc]``), or an error naming the extra."""
+    try:
+        from tritonclient.grpc import model_config_pb2 as module
+    except ImportError as exc:
+        raise TrtQuantError(f"{purpose} needs tritonclient: pip install 'trt-quant[triton]'.") from exc
+    return module
 
 
-def _scalar(value: Any) -> str:
-    if isinstance(value, Symbol):
-        return value.name
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+def config_text(config: Any) -> str:
+    """``config.pbtxt``: a ``ModelConfig`` in protobuf text format, as Triton reads it."""
+    from google.protobuf import text_format
+
+    return str(text_format.MessageToString(config, use_short_repeated_primitives=True))
 
 
-def render(message: Mapping[str, Any], indent: int = 0) -> str:
-    """Protobuf text format of a message given as a dict (lists are repeated fields, dicts sub-messages)."""
-    pad = "  " * indent
-    lines = []
-    for key, value in message.items():
-        if isinstance(value, Mapping):
-            lines.append(f"{pad}{key} {{\n{render(value, indent + 1)}{pad}}}")
-        elif isinstance(value, list) and value and isinstance(value[0], Mapping):
-            items = ",\n".join(f"{pad}  {{\n{render(item, indent + 2)}{pad}  }}" for item in value)
-            lines.append(f"{pad}{key} [\n{items}\n{pad}]")
-        elif isinstance(value, list):
-            lines.append(f"{pad}{key}: [ {', '.join(_scalar(item) for item in value)} ]")
-        else:
-            lines.append(f"{pad}{key}: {_scalar(value)}")
-    return "".join(line + "\n" for line in lines)
+def _inputs(pb2: Any, tensors: Sequence[TensorConfig]) -> list[Any]:
+    return [
+        pb2.ModelInput(
+            name=tensor.name, data_type=tensor.data_type, dims=tensor.dims, optional=tensor.optional
+        )
+        for tensor in tensors
+    ]
 
 
-def _map(entries: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A protobuf map field as its repeated key/value entries."""
-    return [{"key": key, "value": value} for key, value in entries.items()]
+def _outputs(pb2: Any, tensors: Sequence[TensorConfig]) -> list[Any]:
+    """Outputs (Triton has no optional outputs)."""
+    return [
+        pb2.ModelOutput(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims) for tensor in tensors
+    ]
+
+
+def _config(
+    name: str,
+    scheduling: Scheduling,
+    inputs: Sequence[TensorConfig],
+    outputs: Sequence[TensorConfig],
+    profiles: int = 1,
+    **fields: Any,
+) -> Any:
+    """A ``ModelConfig`` with its tensors, its dynamic batcher and one instance group."""
+    pb2 = model_config_pb2()
+    config = pb2.ModelConfig(
+        name=name,
+        max_batch_size=scheduling.max_batch,
+        input=_inputs(pb2, inputs),
+        output=_outputs(pb2, outputs),
+        dynamic_batching=pb2.ModelDynamicBatching(
+            max_queue_delay_microseconds=scheduling.max_queue_delay_us,
+            preferred_batch_size=scheduling.preferred_batch_sizes,
+        ),
+        instance_group=[
+            pb2.ModelInstanceGroup(
+                count=scheduling.instances,
+                kind=f"KIND_{scheduling.kind.upper()}",
+                profile=[str(index) for index in range(profiles)] if profiles > 1 else [],
+            )
+        ],
+        **fields,
+    )
+    config.dynamic_batching.SetInParent()  # an empty batcher message still turns the dynamic batcher on
+    return config
 
 
 def model_config(
@@ -158,22 +161,18 @@ def model_config(
     scheduling: Scheduling,
     profiles: int = 1,
     cc_filenames: Mapping[str, str] | None = None,
-) -> str:
-    """``config.pbtxt`` of the encoder: a TensorRT plan or an ONNX Runtime graph."""
-    message: dict[str, Any] = {
-        "name": name,
-        "platform": platform,
-        "max_batch_size": scheduling.max_batch,
-        "input": [tensor.message() for tensor in inputs],
-        "output": [tensor.message() for tensor in outputs],
-        "default_model_filename": filename,
-    }
-    if cc_filenames:
-        message["cc_model_filenames"] = _map(cc_filenames)
-    message.update(
-        {key: value for key, value in scheduling.fields(profiles).items() if key != "max_batch_size"}
+) -> Any:
+    """``ModelConfig`` of the encoder: a TensorRT plan or an ONNX Runtime graph."""
+    return _config(
+        name,
+        scheduling,
+        inputs,
+        outputs,
+        profiles,
+        platform=platform,
+        default_model_filename=filename,
+        cc_model_filenames=dict(cc_filenames or {}),
     )
-    return render(message)
 
 
 def python_model_config(
@@ -182,34 +181,24 @@ def python_model_config(
     outputs: Sequence[TensorConfig],
     scheduling: Scheduling,
     parameters: Mapping[str, str],
-) -> str:
-    """``config.pbtxt`` of the encoder in the Python backend (trt-quant's runtime inside Triton)."""
-    message: dict[str, Any] = {
-        "name": name,
-        "backend": "python",
-        "max_batch_size": scheduling.max_batch,
-        "input": [tensor.message() for tensor in inputs],
-        "output": [tensor.message() for tensor in outputs],
-        "parameters": _map({key: {"string_value": value} for key, value in parameters.items()}),
-    }
-    message.update({key: value for key, value in scheduling.fields().items() if key != "max_batch_size"})
-    return render(message)
+) -> Any:
+    """``ModelConfig`` of a Python-backend model with string ``parameters`` for its ``model.py``."""
+    pb2 = model_config_pb2()
+    return _config(
+        name,
+        scheduling,
+        inputs,
+        outputs,
+        backend="python",
+        parameters={key: pb2.ModelParameter(string_value=value) for key, value in parameters.items()},
+    )
 
 
 def tokenizer_config(
     name: str, outputs: Sequence[TensorConfig], scheduling: Scheduling, parameters: Mapping[str, str]
-) -> str:
-    """``config.pbtxt`` of the Python-backend tokenizer: TEXT (+ TEXT_PAIR) in, encoder inputs out."""
-    message: dict[str, Any] = {
-        "name": name,
-        "backend": "python",
-        "max_batch_size": scheduling.max_batch,
-        "input": [tensor.message() for tensor in TEXT_TENSORS],
-        "output": [tensor.message() for tensor in outputs],
-        "parameters": _map({key: {"string_value": value} for key, value in parameters.items()}),
-    }
-    message.update({key: value for key, value in scheduling.fields().items() if key != "max_batch_size"})
-    return render(message)
+) -> Any:
+    """``ModelConfig`` of the Python-backend tokenizer: TEXT (+ TEXT_PAIR) in, encoder inputs out."""
+    return python_model_config(name, TEXT_TENSORS, outputs, scheduling, parameters)
 
 
 def ensemble_config(
@@ -219,25 +208,31 @@ def ensemble_config(
     model: str,
     model_inputs: Sequence[TensorConfig],
     outputs: Sequence[TensorConfig],
-) -> str:
-    """``config.pbtxt`` of the ensemble: TEXT -> tokenizer -> encoder -> the encoder's outputs."""
+) -> Any:
+    """``ModelConfig`` of the ensemble: TEXT -> tokenizer -> encoder -> the encoder's outputs."""
+    pb2 = model_config_pb2()
     encoded = {tensor.name: tensor.name for tensor in model_inputs}
-    produced = {tensor.name: tensor.name for tensor in outputs}
-    steps = [
-        {
-            "model_name": tokenizer,
-            "model_version": -1,
-            "input_map": _map({TEXT_INPUT: TEXT_INPUT, PAIR_INPUT: PAIR_INPUT}),
-            "output_map": _map(encoded),
-        },
-        {"model_name": model, "model_version": -1, "input_map": _map(encoded), "output_map": _map(produced)},
-    ]
-    message: dict[str, Any] = {
-        "name": name,
-        "platform": ENSEMBLE_PLATFORM,
-        "max_batch_size": max_batch,
-        "input": [tensor.message() for tensor in TEXT_TENSORS],
-        "output": [tensor.message() for tensor in outputs],
-        "ensemble_scheduling": {"step": steps},
-    }
-    return render(message)
+    step = pb2.ModelEnsembling.Step
+    return pb2.ModelConfig(
+        name=name,
+        platform=ENSEMBLE_PLATFORM,
+        max_batch_size=max_batch,
+        input=_inputs(pb2, TEXT_TENSORS),
+        output=_outputs(pb2, outputs),
+        ensemble_scheduling=pb2.ModelEnsembling(
+            step=[
+                step(
+                    model_name=tokenizer,
+                    model_version=-1,
+                    input_map={TEXT_INPUT: TEXT_INPUT, PAIR_INPUT: PAIR_INPUT},
+                    output_map=encoded,
+                ),
+                step(
+                    model_name=model,
+                    model_version=-1,
+                    input_map=encoded,
+                    output_map={tensor.name: tensor.name for tensor in outputs},
+                ),
+            ]
+        ),
+    )

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from trt_quant.artifacts import (
     ENGINE,
@@ -39,6 +40,7 @@ from trt_quant.triton.configs import (
     TEXT_INPUT,
     Scheduling,
     TensorConfig,
+    config_text,
     ensemble_config,
     model_config,
     python_model_config,
@@ -287,14 +289,10 @@ def write_python_model(directory: Path, plan: Plan) -> None:
     copy_onnx(plan.artifact / INT8_ONNX, artifact / INT8_ONNX)
     if plan.engine is not None:
         shutil.copyfile(plan.engine.path, artifact / ENGINE)
-    config = python_model_config(
-        directory.name, plan.inputs, plan.outputs, plan.scheduling, {"artifact": PYTHON_ARTIFACT}
-    )
-    (directory / "config.pbtxt").write_text(config, encoding="utf-8")
 
 
 def write_model(directory: Path, plan: Plan) -> None:
-    """``NAME_model``: the engine (and those for other GPUs) or the INT8 ONNX graph, and its config."""
+    """``NAME_model``: the engine (and those for other GPUs), the INT8 ONNX graph or the Python model."""
     if plan.backend == "python":
         write_python_model(directory, plan)
         return
@@ -306,8 +304,22 @@ def write_model(directory: Path, plan: Plan) -> None:
         shutil.copyfile(plan.artifact / ENGINE, version / MODEL_FILES[plan.backend])
     for capability, filename in plan.cc_filenames.items():
         shutil.copyfile(plan.cc_engines[capability].path, version / filename)
-    config = model_config(
-        directory.name,
+
+
+def write_tokenizer(directory: Path, plan: Plan) -> None:
+    """``NAME_tokenizer``: the Python model and the artifact's tokenizer files."""
+    shutil.copytree(plan.artifact / TOKENIZER_DIR, directory / VERSION / "tokenizer")
+    (directory / VERSION / "model.py").write_text(tokenizer_source(), encoding="utf-8")
+
+
+def encoder_config(plan: Plan) -> Any:
+    """``NAME_model``'s config: a TensorRT plan, an ONNX Runtime graph or trt-quant's runtime (Python)."""
+    name = f"{plan.name}_model"
+    if plan.backend == "python":
+        parameters = {"artifact": PYTHON_ARTIFACT}
+        return python_model_config(name, plan.inputs, plan.outputs, plan.scheduling, parameters)
+    return model_config(
+        name,
         PLATFORMS[plan.backend],
         MODEL_FILES[plan.backend],
         plan.inputs,
@@ -316,13 +328,10 @@ def write_model(directory: Path, plan: Plan) -> None:
         plan.profiles,
         plan.cc_filenames,
     )
-    (directory / "config.pbtxt").write_text(config, encoding="utf-8")
 
 
-def write_tokenizer(directory: Path, plan: Plan) -> None:
-    """``NAME_tokenizer``: the Python model, the artifact's tokenizer files and the config (on CPU)."""
-    shutil.copytree(plan.artifact / TOKENIZER_DIR, directory / VERSION / "tokenizer")
-    (directory / VERSION / "model.py").write_text(tokenizer_source(), encoding="utf-8")
+def tokenizer_model_config(plan: Plan) -> Any:
+    """``NAME_tokenizer``'s config: truncation, padding buckets and input names, on CPU."""
     parameters = {
         "max_length": str(plan.max_length),
         "buckets": ",".join(str(length) for length in bucket_lengths(plan.max_length)),
@@ -332,14 +341,13 @@ def write_tokenizer(directory: Path, plan: Plan) -> None:
     if plan.engine is not None:  # short texts are padded up to a profile's minimum length
         parameters["sequence_ranges"] = json.dumps(plan.engine.sequences[: plan.profiles])
     scheduling = replace(plan.scheduling, preferred_batch_sizes=(), kind="cpu")
-    config = tokenizer_config(directory.name, plan.inputs, scheduling, parameters)
-    (directory / "config.pbtxt").write_text(config, encoding="utf-8")
+    return tokenizer_config(f"{plan.name}_tokenizer", plan.inputs, scheduling, parameters)
 
 
-def write_ensemble(directory: Path, plan: Plan) -> None:
-    """``NAME``: the ensemble wiring text through the tokenizer into the encoder."""
-    (directory / VERSION).mkdir(parents=True)
-    config = ensemble_config(
+def model_configs(plan: Plan) -> dict[str, Any]:
+    """The ``ModelConfig`` of each model directory: encoder, tokenizer and the ensemble wiring text through
+    the tokenizer into the encoder."""
+    ensemble = ensemble_config(
         plan.name,
         plan.scheduling.max_batch,
         f"{plan.name}_tokenizer",
@@ -347,7 +355,11 @@ def write_ensemble(directory: Path, plan: Plan) -> None:
         plan.inputs,
         plan.outputs,
     )
-    (directory / "config.pbtxt").write_text(config, encoding="utf-8")
+    return {
+        f"{plan.name}_model": encoder_config(plan),
+        f"{plan.name}_tokenizer": tokenizer_model_config(plan),
+        plan.name: ensemble,
+    }
 
 
 def plan_repository(
@@ -478,9 +490,12 @@ def write_triton_repository(
     kind = resolve_kind(backend, kind, artifact)
     scheduling = Scheduling(max_batch, tuple(preferred_batch_sizes), max_queue_delay_us, instances, kind)
     plan = plan_repository(artifact, repo, name, backend, scheduling, max_length, cc_engines or {}, verify)
+    configs = model_configs(plan)  # before anything is written: they need tritonclient's messages
     with staged_directory(repo, overwrite) as stage:
         write_model(stage / f"{plan.name}_model", plan)
         write_tokenizer(stage / f"{plan.name}_tokenizer", plan)
-        write_ensemble(stage / plan.name, plan)
+        (stage / plan.name / VERSION).mkdir(parents=True)  # the ensemble's (empty) version directory
+        for directory, config in configs.items():
+            (stage / directory / "config.pbtxt").write_text(config_text(config), encoding="utf-8")
         (stage / "README.md").write_text(readme_text(repo, plan), encoding="utf-8")
     return repo

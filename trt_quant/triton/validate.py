@@ -10,27 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trt_quant.errors import TrtQuantError
-from trt_quant.triton.configs import ENSEMBLE_PLATFORM, ONNX_PLATFORM, TENSORRT_PLATFORM, triton_dtype
+from trt_quant.triton.configs import (
+    ENSEMBLE_PLATFORM,
+    ONNX_PLATFORM,
+    TENSORRT_PLATFORM,
+    model_config_pb2,
+    triton_dtype,
+)
 
 VERSION = "1"
 DEFAULT_FILES = {TENSORRT_PLATFORM: "model.plan", ONNX_PLATFORM: "model.onnx"}
 
 
-def _protobuf() -> tuple[Any, Any]:
-    """Triton's ``model_config_pb2`` and protobuf's ``text_format``, or a clear error when missing."""
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError as exc:
-        raise TrtQuantError(
-            "Validating a Triton repository needs tritonclient: pip install 'trt-quant[triton]'."
-        ) from exc
-    return model_config_pb2, text_format
+def _pb2() -> Any:
+    return model_config_pb2("Validating a Triton repository")
 
 
 def _dtype_name(data_type: int) -> str:
-    return _protobuf()[0].DataType.Name(data_type)
+    return _pb2().DataType.Name(data_type)
 
 
 def _dims_match(left: list[int], right: list[int]) -> bool:
@@ -268,7 +265,9 @@ def _check_data_flow(name: str, config: Any, steps: list[Any]) -> list[str]:
 
 def validate_repository(repo: str | Path) -> list[str]:
     """Check every model of a Triton repository; return the errors found (an empty list when it is fine)."""
-    model_config_pb2, text_format = _protobuf()
+    pb2 = _pb2()
+    from google.protobuf import text_format
+
     repo = Path(repo)
     if not repo.is_dir():
         return [f"{repo} is not a directory: pass the repository written by 'trt-quant triton'."]
@@ -282,7 +281,7 @@ def validate_repository(repo: str | Path) -> list[str]:
             errors.append(f"{directory.name}: config.pbtxt is missing.")
             continue
         try:
-            config = text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+            config = text_format.Parse(path.read_text(encoding="utf-8"), pb2.ModelConfig())
         except text_format.ParseError as exc:
             errors.append(f"{directory.name}: config.pbtxt is not a valid Triton ModelConfig ({exc}).")
             continue
