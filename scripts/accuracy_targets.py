@@ -148,9 +148,9 @@ def main() -> int:
                 runtime.tokenize,
                 "100%",
             )
-        mixed = report.manifest.quantization.get("mixed_precision")
-        share = f"{mixed['int8_flop_share']:.0%}" if mixed else "100%"
-        held_out = report.manifest.accuracy.get("mean_cosine")
+        mixed = report.manifest.quantization.mixed_precision
+        share = f"{mixed.int8_flop_share:.0%}" if mixed else "100%"
+        held_out = report.manifest.accuracy.mean_cosine
         record(
             name, runtime.run, runtime.tokenize, share, f"{held_out:.4f}" if held_out is not None else "n/a"
         )

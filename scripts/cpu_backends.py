@@ -134,8 +134,8 @@ def main() -> int:
         feeds = synthetic_feeds(manifest, arguments.batch, arguments.seq)
         quantization = manifest.quantization
         print(
-            f"## {artifact} (weight bits {quantization.get('weight_bits')}, "
-            f"INT8 attention {quantization.get('quantize_attention', False)})\n"
+            f"## {artifact} (weight bits {quantization.weight_bits}, "
+            f"INT8 attention {quantization.quantize_attention})\n"
         )
         p50: dict[tuple[str, str], float] = {}
         shape = (arguments.batch, arguments.seq)

@@ -92,7 +92,8 @@ def check_model(name: str, work: Path) -> tuple[ModelResult, dict[str, TensorRTR
         str(work / "timing.cache"),
     )
     manifest = load_manifest(artifact)
-    record = manifest.engine or {}
+    record = manifest.engine
+    assert record is not None, f"{artifact} has no engine"
     int8 = load_runtime(artifact, backend="tensorrt")
     assert isinstance(int8, TensorRTRuntime)
     reference = load_runtime(artifact, backend="onnxruntime", precision="float")
@@ -102,7 +103,7 @@ def check_model(name: str, work: Path) -> tuple[ModelResult, dict[str, TensorRTR
         failures.append(
             f"mean cosine {agreement.mean_cosine:.4f} against float is below {MIN_MEAN_COSINE[name]}"
         )
-    graph = onnx.load(str(artifact / record["source"]))
+    graph = onnx.load(str(artifact / record.source))
     layers = check_engine_layers(graph, (artifact / LAYERS_REPORT).read_text(encoding="utf-8"))
     print(f"{name}: {layers.summary()}", file=sys.stderr)
     failures += layers.failures()

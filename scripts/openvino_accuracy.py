@@ -52,7 +52,7 @@ def main() -> int:
         "OpenVINO, f32": OpenVinoRuntime(arguments.artifact, manifest, inference_precision="f32"),
     }
     print(f"cpu: {cpu_info().summary()}")
-    print(f"artifact: {arguments.artifact} (weight bits {manifest.quantization.get('weight_bits')})\n")
+    print(f"artifact: {arguments.artifact} (weight bits {manifest.quantization.weight_bits})\n")
     print(
         "| INT8 graph on | held-out cosine vs float32 (mean / min) | STS-B Spearman x100 | Δ cosine | Δ Spearman |"
     )

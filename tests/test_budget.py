@@ -28,7 +28,7 @@ POOR = {"method": "percentile", "percentile": 50.0, "smoothquant": None, "int8_e
 
 
 def within_budget(mixed: dict, drop: float) -> bool:
-    return mixed["float_score"] - mixed["score"] <= drop
+    return mixed.float_score - mixed.score <= drop
 
 
 # ---------------------------------------------------------------- sentence similarity (STS-B layout)
@@ -91,11 +91,11 @@ def test_drop_budget_on_sentence_similarity_records_the_float_spearman(
         label_column="score",
         accuracy_budget="drop<=0.5",
     )
-    mixed = report.manifest.quantization["mixed_precision"]
-    assert mixed["metric"] == "Spearman x100" and mixed["budget"] == "drop<=0.5"
-    assert 20 < expected < 100 and mixed["float_score"] == pytest.approx(expected, abs=1e-6)
+    mixed = report.manifest.quantization.mixed_precision
+    assert mixed.metric == "Spearman x100" and mixed.budget == "drop<=0.5"
+    assert 20 < expected < 100 and mixed.float_score == pytest.approx(expected, abs=1e-6)
     assert within_budget(mixed, 0.5)
-    assert report.manifest.accuracy["examples"] == 80  # agreement measured on each text on its own
+    assert report.manifest.accuracy.examples == 80  # agreement measured on each text on its own
 
 
 def test_drop_budget_on_sentence_similarity_repairs_a_poor_calibration(
@@ -112,10 +112,10 @@ def test_drop_budget_on_sentence_similarity_repairs_a_poor_calibration(
         label_column="score",
         accuracy_budget="drop<=1",
     )
-    mixed = report.manifest.quantization["mixed_precision"]
-    assert mixed["float_score"] == pytest.approx(expected, abs=1e-6)
-    assert mixed["float_layers"] and within_budget(mixed, 1.0)
-    assert report.manifest.quantization["quantized_linears"] == 12 - len(mixed["float_layers"])
+    mixed = report.manifest.quantization.mixed_precision
+    assert mixed.float_score == pytest.approx(expected, abs=1e-6)
+    assert mixed.float_layers and within_budget(mixed, 1.0)
+    assert report.manifest.quantization.quantized_linears == 12 - len(mixed.float_layers)
 
 
 def write_sts(path: Path, rows: list[str], header: str = "sentence1\tsentence2\tscore") -> Path:
@@ -208,11 +208,11 @@ def test_drop_budget_on_entity_f1(tagging, tmp_path, recipe: dict, drop: float) 
         label_column="tags",
         accuracy_budget=f"drop<={drop}",
     )
-    mixed = report.manifest.quantization["mixed_precision"]
-    assert mixed["metric"] == "entity F1" and mixed["float_score"] == 100.0  # gold = float tags
+    mixed = report.manifest.quantization.mixed_precision
+    assert mixed.metric == "entity F1" and mixed.float_score == 100.0  # gold = float tags
     assert within_budget(mixed, drop)
     if recipe:
-        assert mixed["float_layers"]
+        assert mixed.float_layers
 
 
 # ---------------------------------------------------------------- question answering (SQuAD F1)
@@ -263,11 +263,11 @@ def test_drop_budget_on_squad_f1(reading, calib_file, tmp_path, recipe: dict, dr
         label_column="answers",
         accuracy_budget=f"drop<={drop}",
     )
-    mixed = report.manifest.quantization["mixed_precision"]
-    assert mixed["metric"] == "F1" and mixed["float_score"] == pytest.approx(100.0)  # gold = float answers
+    mixed = report.manifest.quantization.mixed_precision
+    assert mixed.metric == "F1" and mixed.float_score == pytest.approx(100.0)  # gold = float answers
     assert within_budget(mixed, drop)
     if recipe:
-        assert mixed["float_layers"]
+        assert mixed.float_layers
 
 
 def test_question_answering_drop_budget_needs_answer_lists(reading, calib_file, tmp_path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from trt_quant.artifacts import ENGINE, load_manifest, write_manifest
+from trt_quant.artifacts import ENGINE, EngineRecord, load_manifest, write_manifest
 from trt_quant.engine.build import (
     BuildConfig,
     Profile,
@@ -107,7 +107,7 @@ def test_build_config_validation() -> None:
 
 
 def test_engine_mismatch_explains_version_and_gpu() -> None:
-    record = {"tensorrt": "10.13.0", "compute_capability": "8.6", "gpu": "NVIDIA A10"}
+    record = EngineRecord(tensorrt="10.13.0", gpu="NVIDIA A10", compute_capability="8.6")
     assert engine_mismatch(record, "10.13.0", "8.6") is None
     assert "TensorRT 10.13.0 and this machine has 11.4.0" in str(engine_mismatch(record, "11.4.0", "8.6"))
     other_gpu = str(engine_mismatch(record, "10.13.0", "9.0"))
@@ -179,7 +179,7 @@ def test_build_with_tensorrt_but_no_gpu(artifact: Path, monkeypatch: pytest.Monk
 
 def test_seven_bit_artifact_warns_when_an_engine_is_built(artifact: Path, no_tensorrt: None) -> None:
     manifest = load_manifest(artifact)
-    manifest.quantization["weight_bits"] = 7
+    manifest.quantization.weight_bits = 7
     write_manifest(artifact, manifest)
     warning = r"--weight-bits 7.*convert it again with --weight-bits 8"
     with pytest.warns(UserWarning, match=warning), pytest.raises(GpuUnavailableError):
@@ -210,7 +210,7 @@ def tensorrt_11_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 def engine_from(artifact: Path, tensorrt: str, capability: str) -> Path:
     (artifact / ENGINE).write_bytes(b"plan")
     manifest = load_manifest(artifact)
-    manifest.engine = {"tensorrt": tensorrt, "compute_capability": capability, "gpu": "NVIDIA A10"}
+    manifest.engine = EngineRecord(tensorrt, "NVIDIA A10", capability)
     write_manifest(artifact, manifest)
     return artifact
 

@@ -220,11 +220,11 @@ def test_fp8_artifact_holds_an_int8_size_fp8_graph_that_passes_the_check(
     quantization, sizes = manifest["quantization"], manifest["sizes"]
     assert quantization["precision"] == "fp8" and quantization["opset"] == 19
     assert quantization["smoothquant_alpha"] is None
-    assert quantization["fp8_weight_initializers"] == quantization["quantized_linears"] == 14
+    assert quantization["quantized_weight_initializers"] == quantization["quantized_linears"] == 14
     assert not (fp8_artifact / "model_int8.onnx").exists()
-    assert sizes["fp8_onnx_bytes"] == (fp8_artifact / "model_fp8.onnx").stat().st_size
+    assert sizes["quantized_onnx_bytes"] == (fp8_artifact / "model_fp8.onnx").stat().st_size
     int8_sizes = json.loads((tiny_artifact / "manifest.json").read_text())["sizes"]  # same model, INT8
-    assert sizes["fp8_onnx_bytes"] <= 1.02 * int8_sizes["int8_onnx_bytes"]
+    assert sizes["quantized_onnx_bytes"] <= 1.02 * int8_sizes["quantized_onnx_bytes"]
     assert [f for f in check_onnx(fp8_artifact / "model_fp8.onnx") if f.severity == "error"] == []
     assert manifest["accuracy"]["mean_cosine"] > 0.99
 
@@ -286,7 +286,7 @@ def test_tensorrt_ready_graph_keeps_fp8_qdq_with_half_scales(fp8_artifact: Path,
 
     artifact = Path(shutil.copytree(fp8_artifact, tmp_path / "fp8"))
     record = write_tensorrt_onnx(artifact)
-    assert record["source"] == "model_fp8.onnx"
+    assert record.source == "model_fp8.onnx"
     model = onnx.load(str(artifact / "model_fp8.onnx"))
     half = onnx.load(str(artifact / "model_trt.onnx"))
     constants = {tensor.name: tensor for tensor in half.graph.initializer}
@@ -376,9 +376,11 @@ def test_qat_at_fp8_trains_and_exports_an_fp8_artifact(
         eval_data=evaluation,
     )
     quantization = report.manifest.quantization
-    assert quantization["precision"] == "fp8" and quantization["qat"]["epochs"] == 1
-    assert quantization["qat"]["selection"]["metric"] == "mean cosine vs float"  # eval file without labels
-    assert quantization["fp8_weight_initializers"] == quantization["quantized_linears"]
+    assert (
+        quantization.precision == "fp8" and quantization.qat is not None and quantization.qat["epochs"] == 1
+    )
+    assert quantization.qat["selection"]["metric"] == "mean cosine vs float"  # eval file without labels
+    assert quantization.quantized_weight_initializers == quantization.quantized_linears
     assert "export fp8" in report.timings and (report.output / "model_fp8.onnx").is_file()
     assert [f for f in check_onnx(report.output / "model_fp8.onnx") if f.severity == "error"] == []
-    assert report.manifest.accuracy["examples"] == 16
+    assert report.manifest.accuracy.examples == 16

@@ -86,9 +86,9 @@ def test_build_records_the_engine_in_the_manifest(engine_artifact: Path) -> None
     record = manifest.engine
     assert record is not None and {ENGINE, LAYERS_REPORT} <= set(manifest.files)
     major, minor = torch.cuda.get_device_capability()
-    assert record["tensorrt"] == tensorrt.__version__ and record["compute_capability"] == f"{major}.{minor}"
-    assert record["gpu"] == torch.cuda.get_device_name() and record["precision"] == "fp16"
-    assert record["profiles"] == [profile.to_dict() for profile in PROFILES]
+    assert record.tensorrt == tensorrt.__version__ and record.compute_capability == f"{major}.{minor}"
+    assert record.gpu == torch.cuda.get_device_name() and record.precision == "fp16"
+    assert record.profiles == [profile.to_dict() for profile in PROFILES]
     assert (engine_artifact.parent / "timing.cache").stat().st_size > 0
 
 
@@ -203,7 +203,7 @@ def test_auto_backend_falls_back_for_an_engine_of_another_version(
     copy = Path(shutil.copytree(engine_artifact, tmp_path / "copy"))
     manifest = load_manifest(copy)
     assert manifest.engine is not None
-    manifest.engine["tensorrt"] = "0.0.0"
+    manifest.engine.tensorrt = "0.0.0"
     write_manifest(copy, manifest)
     with pytest.warns(UserWarning, match=r"built with TensorRT 0\.0\.0.*ONNX Runtime"):
         assert load_runtime(copy).backend == "onnxruntime"
@@ -228,7 +228,7 @@ def test_engine_from_another_tensorrt_version_is_refused(engine_artifact: Path, 
     copy = Path(shutil.copytree(engine_artifact, tmp_path / "copy"))
     manifest = load_manifest(copy)
     assert manifest.engine is not None
-    manifest.engine["tensorrt"] = "0.0.0"
+    manifest.engine.tensorrt = "0.0.0"
     write_manifest(copy, manifest)
     with pytest.raises(ArtifactError, match=r"built with TensorRT 0\.0\.0.*trt-quant build"):
         load_runtime(copy, backend="tensorrt")

@@ -53,9 +53,9 @@ def test_int8_file_is_at_most_30_percent_of_float(minilm_artifact: Path) -> None
 
 def test_manifest_records_measured_accuracy(minilm_artifact: Path) -> None:
     manifest = load_runtime(minilm_artifact).manifest
-    assert manifest.quantization["quantized_linears"] == 36  # 6 layers x 6 Linear layers, no pooler
-    assert manifest.accuracy["examples"] == 64  # calibration rows after the 256 used (320 in the file)
-    assert manifest.accuracy["mean_cosine"] >= 0.99
+    assert manifest.quantization.quantized_linears == 36  # 6 layers x 6 Linear layers, no pooler
+    assert manifest.accuracy.examples == 64  # calibration rows after the 256 used (320 in the file)
+    assert manifest.accuracy.mean_cosine >= 0.99
 
 
 @pytest.mark.parametrize("fp32_islands", [False, True])
@@ -73,7 +73,7 @@ def test_tensorrt_graph_is_as_close_to_float_as_the_int8_graph(
     reference = load_runtime(minilm_artifact, precision="float")
     int8 = output_agreement(reference, load_runtime(minilm_artifact), sentences)
     record = write_tensorrt_onnx(minilm_artifact, "fp16", fp32_islands)
-    assert record["attention_scales_folded"] == 6 and record["embedding_tables_as_constants"] == 3
+    assert record.edits["attention_scales_folded"] == 6 and record.edits["embedding_tables_as_constants"] == 3
     graph = output_agreement(reference, load_runtime(minilm_artifact, precision="trt"), sentences)
     assert graph.mean_cosine >= int8.mean_cosine - 0.001, (graph, int8)
     assert check_onnx(minilm_artifact / TRT_ONNX) == []

@@ -193,7 +193,7 @@ def test_qat_recovers_the_accuracy(
     trained, epoch = load_checkpoint(loaded.model, checkpoints / CHECKPOINT_NAME.format(epoch=3))
     assert epoch == 3
     assert torch_accuracy(trained, loaded.tokenizer, learned.held_out) >= learned.float_accuracy - 0.03
-    assert report.manifest.accuracy["top1_agreement"] >= 0.95  # the INT8 graph agrees with the float graph
+    assert report.manifest.accuracy.top1_agreement >= 0.95  # the INT8 graph agrees with the float graph
 
 
 def test_qat_manifest_records_the_training(learned: LearnedTask, qat_run: tuple[ConvertReport, Path]) -> None:
@@ -206,7 +206,7 @@ def test_qat_manifest_records_the_training(learned: LearnedTask, qat_run: tuple[
     assert (block["temperature"] is not None) == block["distill"]
     assert written["method"] == "percentile" and written["percentile"] == 10.0
     assert written["calib_file"] == str(learned.train_file) and written["calib_samples"] == 64
-    assert report.manifest.accuracy["data"] == "evaluation file"
+    assert report.manifest.accuracy.data == "evaluation file"
     assert sorted(path.name for path in checkpoints.iterdir()) == [f"epoch-00{n}.pt" for n in (1, 2, 3)]
     selection = block["selection"]
     assert selection["metric"] == "accuracy" and len(selection["epochs"]) == 3
@@ -307,9 +307,9 @@ def test_token_classification_trains_on_word_tags(tiny_model, tmp_path: Path, on
         qat_config=QatConfig(epochs=1, batch_size=16, max_length=MAX_LENGTH, distill=True),
         eval_data=train,
     )
-    block = report.manifest.quantization["qat"]
+    block = report.manifest.quantization.qat
     assert block["labels"] == "tags" and block["examples"] == 32 and np.isfinite(block["final_train_loss"])
-    assert report.manifest.accuracy["examples"] == 32
+    assert report.manifest.accuracy.examples == 32
     assert load_runtime(report.output).run_text(["the model data"])["logits"].shape == (1, 5, 5)
 
 
@@ -370,9 +370,9 @@ def test_sentence_embedding_pairs_are_embedded_one_text_at_a_time(tiny_model, tm
         qat_config=QatConfig(epochs=1, batch_size=8, max_length=MAX_LENGTH),
         eval_data=train,
     )
-    assert report.manifest.quantization["qat"]["examples"] == 24
-    assert report.manifest.quantization["calib_samples"] == 24
-    assert report.manifest.accuracy["examples"] == 24
+    assert report.manifest.quantization.qat["examples"] == 24
+    assert report.manifest.quantization.calib_samples == 24
+    assert report.manifest.accuracy.examples == 24
 
 
 def test_artifact_name_is_checked_before_any_work(tiny_model, tmp_path: Path) -> None:
@@ -401,7 +401,7 @@ def test_qat_never_returns_a_model_worse_than_the_calibrated_one(
         qat_config=QatConfig(epochs=2, learning_rate=0.5, batch_size=32, max_length=MAX_LENGTH),
         eval_data=learned.eval_file,
     )
-    selection = report.manifest.quantization["qat"]["selection"]
+    selection = report.manifest.quantization.qat["selection"]
     assert selection["selected"] == "calibrated model"
     assert all(score < selection["calibrated"] for score in selection["epochs"]), selection
     assert onnx_accuracy(report.output, learned.held_out) >= learned.float_accuracy - 0.03

@@ -204,10 +204,10 @@ def test_accuracy_budget_keeps_sensitive_layers_float(tiny_model, calib_file, tm
         ),  # a poor calibration to repair
         accuracy_budget="cosine>=0.99999",
     )
-    mixed = report.manifest.quantization["mixed_precision"]
-    assert mixed["score"] >= 0.99999 and mixed["float_layers"]
-    assert 0.0 <= mixed["int8_flop_share"] < 1.0
-    assert report.manifest.quantization["quantized_linears"] == 12 - len(mixed["float_layers"])
+    mixed = report.manifest.quantization.mixed_precision
+    assert mixed.score >= 0.99999 and mixed.float_layers
+    assert 0.0 <= mixed.int8_flop_share < 1.0
+    assert report.manifest.quantization.quantized_linears == 12 - len(mixed.float_layers)
     console = Console(width=300, record=True)
     console.print(convert_summary(report))
     expected = (
@@ -275,9 +275,9 @@ def test_drop_budget_on_labels_keeps_the_classifier_within_the_drop(tiny_model, 
         label_column="label",
         accuracy_budget="drop<=0",
     )
-    mixed = report.manifest.quantization["mixed_precision"]
-    assert mixed["budget"] == "drop<=0.0" and mixed["float_score"] == 100.0
-    assert mixed["score"] == 100.0
+    mixed = report.manifest.quantization.mixed_precision
+    assert mixed.budget == "drop<=0.0" and mixed.float_score == 100.0
+    assert mixed.score == 100.0
 
 
 def test_drop_budget_needs_labels_and_a_task_metric(tiny_model, calib_file, tmp_path) -> None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from test_cli import run_cli
 from tiny_models import sentences
 
-from trt_quant.artifacts import MANIFEST, load_manifest
+from trt_quant.artifacts import MANIFEST, Manifest, QuantizationRecord, load_manifest
 from trt_quant.data import read_texts
 from trt_quant.errors import ArtifactError, TrtQuantError
 from trt_quant.runtime import load_runtime
@@ -274,8 +274,24 @@ def test_artifact_from_a_newer_onnx_is_refused(tiny_artifact, tmp_path) -> None:
 
 
 def test_other_artifact_format_version_is_refused(tiny_artifact, tmp_path) -> None:
-    artifact = edited_manifest(tiny_artifact, tmp_path / "a", format_version=2)
-    with pytest.raises(ArtifactError, match=r"artifact format version 2, this trt-quant reads version 1"):
+    artifact = edited_manifest(tiny_artifact, tmp_path / "a", format_version=1)
+    with pytest.raises(ArtifactError, match=r"artifact format version 1, this trt-quant reads version 2"):
+        load_manifest(artifact, verify=False)
+
+
+def test_manifest_sections_are_typed_and_round_trip(tiny_artifact, tmp_path) -> None:
+    manifest = load_manifest(tiny_artifact)
+    assert isinstance(manifest.quantization, QuantizationRecord) and manifest.quantization.precision == "int8"
+    assert manifest.sizes.quantized_onnx_bytes == (tiny_artifact / "model_int8.onnx").stat().st_size
+    assert manifest.accuracy.examples is not None and manifest.accuracy.mean_cosine is not None
+    assert Manifest.from_dict(json.loads(manifest.to_json())) == manifest
+
+
+def test_manifest_with_an_unknown_section_field_is_refused(tiny_artifact, tmp_path) -> None:
+    artifact = edited_manifest(tiny_artifact, tmp_path / "a", quantization__int8_weight_initializers=14)
+    with pytest.raises(
+        ArtifactError, match=r"manifest.json does not match the manifest .*int8_weight_initializers.*convert"
+    ):
         load_manifest(artifact, verify=False)
 
 

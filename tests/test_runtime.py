@@ -134,11 +134,11 @@ def test_manifest_records_what_the_graph_has(tiny_artifact: Path) -> None:
         (name, "int64", ["batch", "sequence"]) for name in ("input_ids", "attention_mask", "token_type_ids")
     ]
     assert [(s.name, s.dtype, s.shape) for s in manifest.outputs] == [("logits", "float32", ["batch", 3])]
-    assert manifest.quantization["method"] == "max" and manifest.quantization["calib_samples"] == 64
-    assert manifest.quantization["quantized_linears"] == 14  # 2 layers x 6, pooler, classifier
+    assert manifest.quantization.method == "max" and manifest.quantization.calib_samples == 64
+    assert manifest.quantization.quantized_linears == 14  # 2 layers x 6, pooler, classifier
     assert set(manifest.files) >= {"model_fp32.onnx", "model_int8.onnx", "tokenizer/tokenizer.json"}
     assert all(len(record["sha256"]) == 64 for record in manifest.files.values())
-    assert manifest.accuracy["examples"] == 32 and manifest.accuracy["mean_cosine"] > 0.99
+    assert manifest.accuracy.examples == 32 and manifest.accuracy.mean_cosine > 0.99
     assert set(manifest.versions) >= {"torch", "transformers", "nvidia-modelopt", "onnx", "onnxruntime"}
 
 

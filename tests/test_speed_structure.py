@@ -39,7 +39,7 @@ def test_every_per_token_linear_runs_as_an_integer_matmul(tiny_artifact: Path, t
     ops = collections.Counter(n.op_type for n in optimized.node)
     exported = onnx.load(str(tiny_artifact / INT8_ONNX)).graph
     gemms = sum(n.op_type == "Gemm" for n in exported.node)
-    quantized = load_manifest(tiny_artifact).quantization["quantized_linears"]
+    quantized = load_manifest(tiny_artifact).quantization.quantized_linears
     assert gemms == 2
     assert ops["MatMulIntegerToFloat"] == quantized - gemms, ops
     readers = {name: node.op_type for node in optimized.node for name in node.input}
@@ -70,7 +70,7 @@ def test_seven_bit_weights_keep_the_fast_integer_kernels_on_cpus_without_vnni(
     monkeypatch.setattr("trt_quant.runtime.ort.cpu_lacks_vnni", lambda: True)
     eight_bit = load_manifest(tiny_artifact)
     seven_bit = load_manifest(tiny_artifact)
-    seven_bit.quantization["weight_bits"] = 7
+    seven_bit.quantization.weight_bits = 7
     assert exact_int8_needed(eight_bit) and not exact_int8_needed(seven_bit)
     exact = OrtRuntime(tiny_artifact, eight_bit).session.get_session_options()  # type: ignore[attr-defined]
     assert exact.get_session_config_entry(X64_QUANT_PRECISION) == "1"

@@ -21,7 +21,7 @@ import pytest
 from tiny_models import sentences
 
 import trt_quant
-from trt_quant.artifacts import ENGINE, INT8_ONNX, load_manifest, write_manifest
+from trt_quant.artifacts import ENGINE, INT8_ONNX, EngineRecord, load_manifest, write_manifest
 from trt_quant.errors import ArtifactError, TrtQuantError
 from trt_quant.runtime import load_runtime
 from trt_quant.runtime.ort import dequantize_after_lookup
@@ -68,7 +68,8 @@ def with_engine(
     shutil.copytree(source, target)
     (target / ENGINE).write_bytes(plan)
     manifest = load_manifest(target, verify=False)
-    manifest.engine = {"profiles": profiles, **record}
+    fields = {"tensorrt": "10.13.0", "gpu": "NVIDIA A10", "compute_capability": "8.6", **record}
+    manifest.engine = EngineRecord(profiles=profiles, **fields)
     write_manifest(target, manifest)
     return target
 
@@ -293,7 +294,9 @@ def test_engines_for_other_gpu_architectures(
         write_triton_repository(engine_artifact, tmp_path / "r3", cc_engines={"sm86": other})
     with pytest.raises(TrtQuantError, match=r"built for compute capability 8\.6, not 9\.0: key it by 8\.6"):
         write_triton_repository(engine_artifact, tmp_path / "r5", cc_engines={"9.0": other})
-    older = with_engine(tiny_artifact, tmp_path / "old", b"plan-old", TWO_PROFILES, tensorrt="10.9.0")
+    older = with_engine(
+        tiny_artifact, tmp_path / "old", b"plan-old", TWO_PROFILES, tensorrt="10.9.0", compute_capability="7.5"
+    )
     with pytest.raises(TrtQuantError, match=r"built with TensorRT 10\.9\.0, the served one with 10\.13\.3"):
         write_triton_repository(engine_artifact, tmp_path / "r6", cc_engines={"7.5": older})
     with pytest.raises(TrtQuantError, match="need the tensorrt backend"):

@@ -24,7 +24,7 @@ import torch
 from onnx import TensorProto, numpy_helper
 from tiny_models import sentences
 
-from trt_quant.artifacts import INT8_ONNX, TRT_ONNX, load_manifest, write_manifest
+from trt_quant.artifacts import INT8_ONNX, TRT_ONNX, EngineRecord, load_manifest, write_manifest
 from trt_quant.cli.main import main
 from trt_quant.config import QuantConfig
 from trt_quant.convert import convert
@@ -135,10 +135,10 @@ def check_tensorrt_onnx(artifact: Path, folded: int = LAYERS) -> onnx.ModelProto
     path = artifact / TRT_ONNX
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest = load_manifest(artifact)  # verifies every checksum, model_trt.onnx's included
-    assert manifest.tensorrt_onnx == record and record["sha256"] == digest
+    assert manifest.tensorrt_onnx == record and record.sha256 == digest
     assert manifest.files[TRT_ONNX]["sha256"] == digest
-    assert record["precision"] == "fp16" and record["fp32_islands"] is False
-    assert record["attention_scales_folded"] == folded
+    assert record.precision == "fp16" and record.fp32_islands is False
+    assert record.edits["attention_scales_folded"] == folded
 
     findings = check_onnx(path)
     assert [f for f in findings if f.severity == "error" or f.rule == "control-flow"] == []
@@ -160,7 +160,7 @@ def check_tensorrt_onnx(artifact: Path, folded: int = LAYERS) -> onnx.ModelProto
         if n.op_type == "Gather"
         and getattr(int8_by_output.get(n.input[0]), "op_type", "") == "DequantizeLinear"
     }
-    assert lookups and record["embedding_tables_as_constants"] == len(lookups)
+    assert lookups and record.edits["embedding_tables_as_constants"] == len(lookups)
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     tables = [n.input[0] for n in model.graph.node if n.name in lookups]
     assert len(tables) == len(lookups)
@@ -295,12 +295,12 @@ def test_cli_onnx_only_needs_no_tensorrt(tiny_artifact: Path, tmp_path: Path, mo
     model = onnx.load(str(artifact / TRT_ONNX))
     dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     assert {value_types(model)[n.input[1]] for n in dequantize} == {TensorProto.BFLOAT16}
-    assert load_manifest(artifact).tensorrt_onnx["precision"] == "bf16"
+    assert load_manifest(artifact).tensorrt_onnx.precision == "bf16"
 
     code, output = run_cli(monkeypatch, capsys, "build", artifact, "--onnx-only", "--fp32-islands")
     assert code == 0, output
     record = load_manifest(artifact).tensorrt_onnx
-    assert record["precision"] == "fp16" and record["fp32_islands"] is True
+    assert record.precision == "fp16" and record.fp32_islands is True
     types = value_types(onnx.load(str(artifact / TRT_ONNX)))
     softmax = [n for n in onnx.load(str(artifact / TRT_ONNX)).graph.node if n.op_type == "Softmax"]
     assert {types[n.output[0]] for n in softmax} == {TensorProto.FLOAT}
@@ -322,7 +322,7 @@ def test_rewriting_model_trt_onnx_warns_when_an_engine_was_built_from_another(
     shutil.copytree(tiny_artifact, artifact)
     record = write_tensorrt_onnx(artifact)
     manifest = load_manifest(artifact)
-    manifest.engine = {"file": "model.plan", "source_sha256": record["sha256"]}  # as build_engine records it
+    manifest.engine = EngineRecord("10.13", "NVIDIA A10", "8.6", source_sha256=record.sha256)  # as built
     write_manifest(artifact, manifest)
     with caplog.at_level(logging.WARNING, logger="trt_quant"):
         write_tensorrt_onnx(artifact)  # the same graph again: the engine still matches

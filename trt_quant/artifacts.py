@@ -22,14 +22,14 @@ from typing import Any
 
 from trt_quant.errors import ArtifactError, TrtQuantError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: typed manifest sections (quantized_* names instead of int8_*/fp8_* keys)
 MANIFEST = "manifest.json"
 FLOAT_ONNX = "model_fp32.onnx"
 INT8_ONNX = "model_int8.onnx"
 TRT_ONNX = "model_trt.onnx"  # the TensorRT-ready graph an engine build parses
 FP8_ONNX = "model_fp8.onnx"
 QUANTIZED_ONNX = {"int8": INT8_ONNX, "fp8": FP8_ONNX}
-"""The quantized graph's file by ``manifest.quantization["precision"]`` (INT8 when not recorded)."""
+"""The quantized graph's file by ``manifest.quantization.precision``."""
 ENGINE = "model.plan"
 TOKENIZER_DIR = "tokenizer"
 MODEL_CONFIG = "config.json"
@@ -46,8 +46,122 @@ class TensorSpec:
 
 
 @dataclass
+class MixedPrecisionRecord:
+    """What an accuracy budget kept float: the budget, its metric, the scores and the INT8 FLOP share."""
+
+    budget: str
+    metric: str
+    float_layers: list[str]
+    score: float
+    float_score: float
+    int8_flop_share: float
+
+
+@dataclass
+class QuantizationRecord:
+    """How the model was quantized and what its quantized graph holds."""
+
+    precision: str = "int8"
+    """"int8" or "fp8" (E4M3)."""
+    method: str = "max"
+    percentile: float | None = None
+    library: str = "nvidia-modelopt"
+    calib_file: str = ""
+    calib_samples: int = 0
+    calib_samples_requested: int = 0
+    batch_size: int = 0
+    max_length: int = 0
+    quantize_residual: bool = False
+    weights: str = ""
+    activations: str = ""
+    quantized_linears: int = 0
+    float_linears: list[str] = field(default_factory=list)
+    quantized_weight_initializers: int = 0
+    """Weights stored in the quantized type (INT8 or FP8) in the graph."""
+    int8_embedding_tables: int = 0
+    merged_duplicate_nodes: int = 0
+    smoothquant_alpha: float | None = None
+    weight_bits: int = 8
+    quantize_attention: bool = False
+    peg_groups: int = 0
+    quantize_linear_nodes: int = 0
+    dequantize_linear_nodes: int = 0
+    opset: int = 0
+    check: list[dict[str, Any]] = field(default_factory=list)
+    """The TensorRT rules check's findings on the quantized graph."""
+    mixed_precision: MixedPrecisionRecord | None = None
+    qat: dict[str, Any] | None = None
+    """How quantization-aware training ran (``trt-quant qat`` only)."""
+
+
+@dataclass
+class SizesRecord:
+    """Sizes of the float and the quantized ONNX files."""
+
+    float_onnx_bytes: int
+    quantized_onnx_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        """Quantized size over float size."""
+        return self.quantized_onnx_bytes / self.float_onnx_bytes
+
+
+@dataclass
+class AccuracyRecord:
+    """The quantized graph against the float graph on held-out examples, or why it was not measured."""
+
+    data: str
+    """Where the held-out examples came from (or why there were none)."""
+    backend: str | None = None
+    examples: int | None = None
+    mean_cosine: float | None = None
+    min_cosine: float | None = None
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+
+
+@dataclass
+class TensorrtOnnxRecord:
+    """How ``model_trt.onnx`` was written from the quantized graph."""
+
+    file: str
+    source: str
+    precision: str
+    fp32_islands: bool
+    sha256: str
+    bytes: int
+    edits: dict[str, int] = field(default_factory=dict)
+    """What each TensorRT-ready rewrite changed (counts)."""
+
+
+@dataclass
+class EngineRecord:
+    """The TensorRT engine: how it was built, for which TensorRT and GPU, from which graph."""
+
+    tensorrt: str
+    gpu: str
+    compute_capability: str
+    file: str = ENGINE
+    source: str = TRT_ONNX
+    source_sha256: str = ""
+    layers_report: str = ""
+    precision: str = ""
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    workspace_mib: int | None = None
+    optimization_level: int | None = None
+    timing_cache: str | None = None
+    bytes: int = 0
+    build_seconds: float = 0.0
+
+
+def _section(cls: type[Any], data: dict[str, Any] | None) -> Any:
+    return None if data is None else cls(**data)
+
+
+@dataclass
 class Manifest:
-    """Everything a later stage needs to know about a converted model."""
+    """Everything a later stage needs to know about a converted model; read and written only here."""
 
     name: str
     source_model: str
@@ -57,17 +171,17 @@ class Manifest:
     max_length: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    quantization: dict[str, Any] = field(default_factory=dict)
-    sizes: dict[str, Any] = field(default_factory=dict)
-    accuracy: dict[str, Any] = field(default_factory=dict)
+    quantization: QuantizationRecord
+    sizes: SizesRecord
+    accuracy: AccuracyRecord
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
-    engine: dict[str, Any] | None = None
-    tensorrt_onnx: dict[str, Any] | None = None
-    """How ``model_trt.onnx`` was written (precision, rewrites, sha256), or None before it is."""
+    engine: EngineRecord | None = None
+    tensorrt_onnx: TensorrtOnnxRecord | None = None
+    """How ``model_trt.onnx`` was written, or None before it is."""
     format_version: int = FORMAT_VERSION
     vocab_size: int = 0
-    """Size of the token-id vocabulary (0: not recorded by the trt-quant that wrote the artifact)."""
+    """Size of the token-id vocabulary."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -77,6 +191,13 @@ class Manifest:
         data = dict(data)
         data["inputs"] = [TensorSpec(**spec) for spec in data["inputs"]]
         data["outputs"] = [TensorSpec(**spec) for spec in data["outputs"]]
+        quantization = dict(data["quantization"])
+        quantization["mixed_precision"] = _section(MixedPrecisionRecord, quantization.get("mixed_precision"))
+        data["quantization"] = QuantizationRecord(**quantization)
+        data["sizes"] = SizesRecord(**data["sizes"])
+        data["accuracy"] = AccuracyRecord(**data["accuracy"])
+        data["engine"] = _section(EngineRecord, data.get("engine"))
+        data["tensorrt_onnx"] = _section(TensorrtOnnxRecord, data.get("tensorrt_onnx"))
         return cls(**data)
 
     @property
@@ -230,7 +351,9 @@ def read_manifest(directory: Path) -> Manifest:
     try:
         return Manifest.from_dict(data)
     except (TypeError, KeyError) as exc:
-        raise ArtifactError(f"{path} is missing fields ({exc}): convert the model again.") from exc
+        raise ArtifactError(
+            f"{path} does not match the manifest this trt-quant reads ({exc}): convert the model again."
+        ) from exc
 
 
 def verify_files(directory: Path, manifest: Manifest) -> None:
@@ -254,7 +377,7 @@ def check_versions(directory: Path, manifest: Manifest) -> None:
     ONNX check only where onnx is installed: Triton's Python-backend environment has only onnxruntime)."""
     from trt_quant import __version__
 
-    made_by = str(manifest.versions.get("trt-quant", "0"))
+    made_by = manifest.versions.get("trt-quant", "0")
     if _release(made_by)[:2] > _release(__version__)[:2]:
         raise ArtifactError(
             f"{directory} was written by trt-quant {made_by}, newer than this trt-quant {__version__}: "
@@ -264,7 +387,7 @@ def check_versions(directory: Path, manifest: Manifest) -> None:
         import onnx
     except ImportError:
         return
-    made_with = str(manifest.versions.get("onnx", "0"))
+    made_with = manifest.versions.get("onnx", "0")
     if _release(made_with)[:2] > _release(onnx.__version__)[:2]:
         raise ArtifactError(
             f"{directory} was exported with onnx {made_with}, newer than the installed onnx {onnx.__version__}: "
@@ -284,7 +407,7 @@ def _release(version: str) -> tuple[int, ...]:
 
 def quantized_precision(manifest: Manifest) -> str:
     """The precision of an artifact's quantized graph: "int8" or "fp8"."""
-    return str(manifest.quantization.get("precision", "int8"))
+    return manifest.quantization.precision
 
 
 def quantized_onnx(manifest: Manifest) -> str:

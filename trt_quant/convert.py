@@ -3,10 +3,15 @@ float -> quantize + calibrate -> [accuracy budget] -> export INT8 -> check -> me
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
-from trt_quant.artifacts import check_name, check_output_dir, staged_directory, write_manifest
+from trt_quant.artifacts import (
+    MixedPrecisionRecord,
+    check_name,
+    check_output_dir,
+    staged_directory,
+    write_manifest,
+)
 from trt_quant.config import ExportConfig, QuantConfig
 from trt_quant.errors import TrtQuantError
 from trt_quant.models import LoadedModel
@@ -131,7 +136,14 @@ def convert(
             ),
         )
         if measure is not None and mixed is not None:
-            manifest.quantization["mixed_precision"] = {"metric": measure.metric, **asdict(mixed)}
+            manifest.quantization.mixed_precision = MixedPrecisionRecord(
+                mixed.budget,
+                measure.metric,
+                list(mixed.float_layers),
+                mixed.score,
+                mixed.float_score,
+                mixed.int8_flop_share,
+            )
             write_manifest(stage, manifest)
     return ConvertReport(output, manifest, timer.finish(), findings)
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,10 @@ from trt_quant.artifacts import (
     MODEL_CONFIG,
     QUANTIZED_ONNX,
     TOKENIZER_DIR,
+    AccuracyRecord,
     Manifest,
+    QuantizationRecord,
+    SizesRecord,
     write_manifest,
 )
 from trt_quant.config import ExportConfig, QuantConfig
@@ -257,8 +260,7 @@ class ArtifactSource:
     """Where a quantized model came from, as the manifest records it.
 
     ``evaluation`` holds examples kept apart from calibration (and training) on which the INT8 graph is
-    compared with the float graph, or None; ``extra_quantization`` adds entries to the manifest's
-    quantization block (e.g. how quantization-aware training ran).
+    compared with the float graph, or None; ``qat`` says how quantization-aware training ran, if it did.
     """
 
     model: str
@@ -267,7 +269,7 @@ class ArtifactSource:
     calib_samples: int
     evaluation: TextData | None
     evaluation_source: str
-    extra_quantization: dict[str, Any] = field(default_factory=dict)
+    qat: dict[str, Any] | None = None
 
 
 def export_quantized_graph(
@@ -297,37 +299,39 @@ def export_quantized_graph(
 def quantization_record(
     quantized: TaskModel,
     graph: onnx.ModelProto,
-    edits: dict[str, Any],
+    edits: dict[str, int],
     config: QuantConfig,
     source: ArtifactSource,
-) -> dict[str, Any]:
-    """The manifest's quantization block: how the model was quantized and what the graph holds."""
+) -> QuantizationRecord:
+    """The manifest's quantization section: how the model was quantized and what the graph holds."""
     precision = config.precision
     summary = summarize(quantized)
-    opset = next(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx"))
-    return {
-        "library": "nvidia-modelopt",
-        "precision": precision,
-        "method": config.method,
-        "percentile": config.percentile if config.method == "percentile" else None,
-        "calib_file": source.calib_file,
-        "calib_samples": source.calib_samples,
-        "calib_samples_requested": config.calib_samples,
-        "batch_size": config.batch_size,
-        "max_length": config.max_length,
-        "quantize_residual": config.quantize_residual,
-        "weights": f"{QUANTIZED_FORMATS[precision]} per output channel, symmetric",
-        "activations": f"{QUANTIZED_FORMATS[precision]} per tensor, symmetric",
-        "quantized_linears": summary.quantized_linears,
-        "float_linears": list(summary.float_linear_names),
-        **edits,
-        "smoothquant_alpha": config.smoothquant,
-        "weight_bits": config.weight_bits,
-        "quantize_linear_nodes": count_ops(graph, "QuantizeLinear"),
-        "dequantize_linear_nodes": count_ops(graph, "DequantizeLinear"),
-        "opset": opset,
-        **source.extra_quantization,
-    }
+    return QuantizationRecord(
+        precision=precision,
+        method=config.method,
+        percentile=config.percentile if config.method == "percentile" else None,
+        calib_file=source.calib_file,
+        calib_samples=source.calib_samples,
+        calib_samples_requested=config.calib_samples,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        quantize_residual=config.quantize_residual,
+        weights=f"{QUANTIZED_FORMATS[precision]} per output channel, symmetric",
+        activations=f"{QUANTIZED_FORMATS[precision]} per tensor, symmetric",
+        quantized_linears=summary.quantized_linears,
+        float_linears=list(summary.float_linear_names),
+        quantized_weight_initializers=edits["quantized_weight_initializers"],
+        int8_embedding_tables=edits["int8_embedding_tables"],
+        merged_duplicate_nodes=edits["merged_duplicate_nodes"],
+        smoothquant_alpha=config.smoothquant,
+        weight_bits=config.weight_bits,
+        quantize_attention=config.quantize_attention,
+        peg_groups=config.peg_groups,
+        quantize_linear_nodes=count_ops(graph, "QuantizeLinear"),
+        dequantize_linear_nodes=count_ops(graph, "DequantizeLinear"),
+        opset=next(entry.version for entry in graph.opset_import if entry.domain in ("", "ai.onnx")),
+        qat=source.qat,
+    )
 
 
 def write_artifact(
@@ -362,18 +366,16 @@ def write_artifact(
         inputs=graph_inputs(graph),
         outputs=graph_outputs(graph),
         quantization=quantization_record(quantized, graph, edits, config, source),
-        sizes={
-            "float_onnx_bytes": float_bytes,
-            f"{precision}_onnx_bytes": quantized_bytes,
-            f"{precision}_to_float_ratio": round(quantized_bytes / float_bytes, 4),
-        },
+        sizes=SizesRecord(float_bytes, quantized_bytes),
+        accuracy=AccuracyRecord(data=source.evaluation_source),
         versions=library_versions(),
     )
-    manifest.quantization["check"] = [finding.__dict__ for finding in findings]
-    manifest.accuracy = {"data": source.evaluation_source}
+    manifest.quantization.check = [asdict(finding) for finding in findings]
     if source.evaluation is not None:
         with timer.step("measure accuracy"):
             agreement = measure_agreement(stage, manifest, source.evaluation, config.max_length)
-        manifest.accuracy = {"backend": "onnxruntime", **manifest.accuracy, **agreement.as_dict()}
+        manifest.accuracy = AccuracyRecord(
+            data=source.evaluation_source, backend="onnxruntime", **asdict(agreement)
+        )
     write_manifest(stage, manifest)
     return manifest, findings

@@ -654,26 +654,24 @@ def qat(
             calib_samples=len(model_texts(calibration, loaded.task.name)),
             evaluation=evaluation,
             evaluation_source="evaluation file" if evaluation is not None else "none (no eval_data given)",
-            extra_quantization={
-                "qat": {
-                    "train_file": str(train_data),
-                    "examples": sum(len(feeds["input_ids"]) for feeds, _ in batches),
-                    "labels": label_column if not unlabelled else None,
-                    "epochs": qat_config.epochs,
-                    "learning_rate": qat_config.learning_rate,
-                    "batch_size": qat_config.batch_size,
-                    "max_length": qat_config.max_length,
-                    "distill": qat_config.distill,
-                    "temperature": qat_config.temperature if qat_config.distill else None,
-                    "kl_weight": qat_config.kl_weight if qat_config.distill else None,
-                    "hidden_mse_weight": qat_config.hidden_mse_weight if qat_config.distill else None,
-                    "seed": qat_config.seed,
-                    "epoch_losses": [round(loss, 6) for loss in losses],
-                    "final_train_loss": round(losses[-1], 6),
-                    "selection": keeper.record()
-                    if keeper is not None
-                    else {"selected": f"epoch {qat_config.epochs}", "reason": "no --eval-data to compare on"},
-                }
+            qat={
+                "train_file": str(train_data),
+                "examples": sum(len(feeds["input_ids"]) for feeds, _ in batches),
+                "labels": label_column if not unlabelled else None,
+                "epochs": qat_config.epochs,
+                "learning_rate": qat_config.learning_rate,
+                "batch_size": qat_config.batch_size,
+                "max_length": qat_config.max_length,
+                "distill": qat_config.distill,
+                "temperature": qat_config.temperature if qat_config.distill else None,
+                "kl_weight": qat_config.kl_weight if qat_config.distill else None,
+                "hidden_mse_weight": qat_config.hidden_mse_weight if qat_config.distill else None,
+                "seed": qat_config.seed,
+                "epoch_losses": [round(loss, 6) for loss in losses],
+                "final_train_loss": round(losses[-1], 6),
+                "selection": keeper.record()
+                if keeper is not None
+                else {"selected": f"epoch {qat_config.epochs}", "reason": "no --eval-data to compare on"},
             },
         )
         manifest, findings = write_artifact(

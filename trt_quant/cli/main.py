@@ -130,9 +130,7 @@ def build(
         from trt_quant.onnx.tensorrt_onnx import write_tensorrt_onnx
 
         record = write_tensorrt_onnx(artifact, precision, fp32_islands, verify=verify)
-        console.print(
-            f"wrote {artifact / record['file']} ({record['precision']}, sha256 {record['sha256'][:12]})"
-        )
+        console.print(f"wrote {artifact / record.file} ({record.precision}, sha256 {record.sha256[:12]})")
         return
     manifest = load_manifest(artifact, verify=verify)
     longest = manifest.max_length

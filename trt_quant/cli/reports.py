@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from trt_quant.artifacts import EngineRecord
+
 if TYPE_CHECKING:
     from trt_quant.analyze import Analysis
-    from trt_quant.convert import ConvertReport
     from trt_quant.demo import DemoResult
     from trt_quant.evaluate.report import EvaluationReport
+    from trt_quant.pipeline import ConvertReport
 
 
 def _mb(size: int) -> str:
@@ -28,21 +31,20 @@ def convert_summary(report: ConvertReport) -> Table:
     table.add_row("model", f"{manifest.source_model} ({manifest.family}, {manifest.task})")
     table.add_row("inputs", ", ".join(f"{s.name}:{s.dtype}" for s in manifest.inputs))
     table.add_row("outputs", ", ".join(f"{s.name}{s.shape}" for s in manifest.outputs))
-    percentile = f" {quant['percentile']}" if quant.get("percentile") else ""
-    table.add_row("calibration", f"{quant['method']}{percentile} on {quant['calib_samples']} samples")
-    precision = quant.get("precision", "int8")
-    label = precision.upper()
-    table.add_row(f"{label} linears", f"{quant['quantized_linears']} (float: {len(quant['float_linears'])})")
-    mixed = quant.get("mixed_precision")
+    percentile = f" {quant.percentile}" if quant.percentile else ""
+    table.add_row("calibration", f"{quant.method}{percentile} on {quant.calib_samples} samples")
+    label = quant.precision.upper()
+    table.add_row(f"{label} linears", f"{quant.quantized_linears} (float: {len(quant.float_linears)})")
+    mixed = quant.mixed_precision
     if mixed:
-        digits = 4 if mixed["budget"].startswith("cosine") else 2
+        digits = 4 if mixed.budget.startswith("cosine") else 2
         table.add_row(
             "mixed precision",
-            f"{mixed['budget']}: {mixed['metric']} {mixed['float_score']:.{digits}f} float -> "
-            f"{mixed['score']:.{digits}f}; {len(mixed['float_layers'])} layers kept float, "
-            f"{mixed['int8_flop_share']:.0%} of Linear FLOPs in INT8",
+            f"{mixed.budget}: {mixed.metric} {mixed.float_score:.{digits}f} float -> "
+            f"{mixed.score:.{digits}f}; {len(mixed.float_layers)} layers kept float, "
+            f"{mixed.int8_flop_share:.0%} of Linear FLOPs in INT8",
         )
-    selection = quant.get("qat", {}).get("selection")
+    selection = (quant.qat or {}).get("selection")
     if selection and "metric" in selection:
         scores = ", ".join(f"{value:.4f}" for value in selection["epochs"])
         table.add_row(
@@ -55,20 +57,19 @@ def convert_summary(report: ConvertReport) -> Table:
     sizes = manifest.sizes
     table.add_row(
         "ONNX size",
-        f"float {_mb(sizes['float_onnx_bytes'])} -> {label} {_mb(sizes[f'{precision}_onnx_bytes'])} "
-        f"({sizes[f'{precision}_to_float_ratio']:.0%})",
+        f"float {_mb(sizes.float_onnx_bytes)} -> {label} {_mb(sizes.quantized_onnx_bytes)} ({sizes.ratio:.0%})",
     )
     accuracy = manifest.accuracy
-    if "mean_cosine" in accuracy:
-        agreement = accuracy.get("top1_agreement")
+    if accuracy.mean_cosine is not None and accuracy.min_cosine is not None:
+        agreement = accuracy.top1_agreement
         extra = f", top-1 agreement {agreement:.2%}" if agreement is not None else ""
         table.add_row(
             f"{label} vs float",
-            f"cosine mean {accuracy['mean_cosine']:.4f} min {accuracy['min_cosine']:.4f}"
-            f"{extra} on {accuracy['examples']} held-out examples",
+            f"cosine mean {accuracy.mean_cosine:.4f} min {accuracy.min_cosine:.4f}"
+            f"{extra} on {accuracy.examples} held-out examples",
         )
     else:
-        table.add_row(f"{label} vs float", f"not measured: held-out data {accuracy.get('data')}")
+        table.add_row(f"{label} vs float", f"not measured: held-out data {accuracy.data}")
     errors = [f for f in report.check_findings if f.severity == "error"]
     table.add_row(
         "TensorRT rules", f"{len(errors)} errors, {len(report.check_findings) - len(errors)} warnings"
@@ -93,15 +94,16 @@ def demo_table(result: DemoResult) -> Table:
         table.add_column(column)
     table.add_row(
         "ONNX file",
-        _mb(sizes["float_onnx_bytes"]),
-        _mb(sizes["int8_onnx_bytes"]),
-        f"{sizes['int8_to_float_ratio']:.2f}x",
+        _mb(sizes.float_onnx_bytes),
+        _mb(sizes.quantized_onnx_bytes),
+        f"{sizes.ratio:.2f}x",
     )
+    mean, least = accuracy.mean_cosine, accuracy.min_cosine
     table.add_row(
         "cosine vs float (held-out)",
         "1.0000",
-        f"mean {accuracy.get('mean_cosine', float('nan')):.4f} / min {accuracy.get('min_cosine', float('nan')):.4f}",
-        f"{accuracy.get('examples', 0)} sentences",
+        f"mean {mean if mean is not None else float('nan'):.4f} / min {least if least is not None else float('nan'):.4f}",
+        f"{accuracy.examples or 0} sentences",
     )
     fl, q = result.float_latency, result.int8_latency
     table.add_row("latency p50", f"{fl.p50_ms:.1f} ms", f"{q.p50_ms:.1f} ms", _speedup(fl.p50_ms, q.p50_ms))
@@ -122,12 +124,12 @@ def demo_table(result: DemoResult) -> Table:
     return table
 
 
-def engine_summary(record: dict) -> Table:
+def engine_summary(record: EngineRecord) -> Table:
     """What the engine build recorded: TensorRT version, GPU, precision, profiles, size."""
     table = Table(title="TensorRT engine", show_header=False, title_justify="left")
     table.add_column("item", style="bold")
     table.add_column("value")
-    for key, value in record.items():
+    for key, value in asdict(record).items():
         table.add_row(str(key), str(value))
     return table
 

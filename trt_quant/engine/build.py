@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from trt_quant.artifacts import (
     ENGINE,
     TRT_ONNX,
+    EngineRecord,
     load_manifest,
     quantized_precision,
     write_atomically,
@@ -220,7 +221,7 @@ def build_plan_from_onnx(onnx_bytes: bytes, config: BuildConfig, profiles: Seque
 
 def build_engine(
     artifact_dir: str | Path, config: BuildConfig | None = None, verify: bool = True
-) -> dict[str, Any]:
+) -> EngineRecord:
     """Build the artifact's TensorRT-ready graph into ``model.plan`` and record the engine in its manifest.
 
     Writes ``model_trt.onnx`` (the graph parsed, see :mod:`trt_quant.onnx.tensorrt_onnx`), ``model.plan`` and
@@ -231,7 +232,7 @@ def build_engine(
     directory = Path(artifact_dir)
     config = config or BuildConfig()
     manifest = load_manifest(directory, verify=verify)
-    if manifest.quantization.get("weight_bits") == 7:
+    if manifest.quantization.weight_bits == 7:
         warnings.warn(
             f"{directory} was converted with --weight-bits 7, a workaround for ONNX Runtime on CPUs without "
             "VNNI that costs accuracy and gains nothing on a GPU: convert it again with --weight-bits 8 "
@@ -249,28 +250,30 @@ def build_engine(
     store_tensorrt_onnx(directory, manifest, prepared)
     write_atomically(directory / ENGINE, built.plan)
     write_atomically(directory / LAYERS_REPORT, _pretty_json(built.layers).encode())
-    manifest.engine = engine_record(config, profiles, built)
-    manifest.engine["source_sha256"] = prepared.record["sha256"]
+    manifest.engine = engine_record(config, profiles, built, prepared.record.sha256)
     write_manifest(directory, manifest)
     return manifest.engine
 
 
-def engine_record(config: BuildConfig, profiles: Sequence[Profile], built: BuiltEngine) -> dict[str, Any]:
-    """The manifest's ``engine`` entry (TensorRT enums stored by name, never as integers)."""
-    return {
-        "file": ENGINE,
-        "source": TRT_ONNX,
-        "layers_report": LAYERS_REPORT,
-        "precision": config.precision,
-        "profiles": [profile.to_dict() for profile in profiles],
-        "workspace_mib": config.workspace_mib,
-        "optimization_level": config.optimization_level,
-        "timing_cache": str(config.timing_cache) if config.timing_cache else None,
-        "tensorrt": built.tensorrt_version,
+def engine_record(
+    config: BuildConfig, profiles: Sequence[Profile], built: BuiltEngine, source_sha256: str
+) -> EngineRecord:
+    """The manifest's ``engine`` section (TensorRT enums stored by name, never as integers)."""
+    return EngineRecord(
+        tensorrt=built.tensorrt_version,
         **gpu_info(),
-        "bytes": len(built.plan),
-        "build_seconds": round(built.seconds, 1),
-    }
+        file=ENGINE,
+        source=TRT_ONNX,
+        source_sha256=source_sha256,
+        layers_report=LAYERS_REPORT,
+        precision=config.precision,
+        profiles=[profile.to_dict() for profile in profiles],
+        workspace_mib=config.workspace_mib,
+        optimization_level=config.optimization_level,
+        timing_cache=str(config.timing_cache) if config.timing_cache else None,
+        bytes=len(built.plan),
+        build_seconds=round(built.seconds, 1),
+    )
 
 
 def _serialize_network(

@@ -470,7 +470,7 @@ def _names_read(node: onnx.NodeProto) -> set[str]:
 def finalize_int8_graph(model: onnx.ModelProto, int8_embeddings: bool) -> dict[str, int]:
     """INT8 weight initializers, INT8 embedding tables (optional), shared duplicate Q/DQ; return counts."""
     return {
-        "int8_weight_initializers": fold_weight_quantizers(model),
+        "quantized_weight_initializers": fold_weight_quantizers(model),
         "int8_embedding_tables": store_embeddings_int8(model) if int8_embeddings else 0,
         "merged_duplicate_nodes": merge_duplicate_nodes(model),
     }
@@ -481,7 +481,7 @@ def finalize_fp8_graph(
 ) -> dict[str, int]:
     """FP8 weight initializers, INT8 embedding tables (optional; lookups stay float), shared duplicates."""
     return {
-        "fp8_weight_initializers": store_fp8_weights(model, scales),
+        "quantized_weight_initializers": store_fp8_weights(model, scales),
         "int8_embedding_tables": store_embeddings_int8(model) if int8_embeddings else 0,
         "merged_duplicate_nodes": merge_duplicate_nodes(model),
     }

@@ -12,13 +12,13 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import onnx
 
 from trt_quant.artifacts import (
     TRT_ONNX,
     Manifest,
+    TensorrtOnnxRecord,
     load_manifest,
     quantized_onnx,
     write_atomically,
@@ -34,7 +34,7 @@ class TensorRTOnnx:
     """The serialized TensorRT-ready graph and its manifest record."""
 
     data: bytes
-    record: dict[str, Any]
+    record: TensorrtOnnxRecord
 
 
 def prepare_tensorrt_onnx(
@@ -45,15 +45,15 @@ def prepare_tensorrt_onnx(
     source = quantized_onnx(manifest)
     graph = tensorrt_graph(onnx.load(str(Path(artifact_dir) / source)), precision, fp32_islands)
     data = graph.model.SerializeToString()
-    record = {
-        "file": TRT_ONNX,
-        "source": source,
-        "precision": precision,
-        "fp32_islands": fp32_islands,
-        **graph.edits,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
-    }
+    record = TensorrtOnnxRecord(
+        file=TRT_ONNX,
+        source=source,
+        precision=precision,
+        fp32_islands=fp32_islands,
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        edits=dict(graph.edits),
+    )
     return TensorRTOnnx(data, record)
 
 
@@ -65,7 +65,7 @@ def store_tensorrt_onnx(artifact_dir: str | Path, manifest: Manifest, prepared: 
 
 def write_tensorrt_onnx(
     artifact_dir: str | Path, precision: str = "fp16", fp32_islands: bool = False, verify: bool = True
-) -> dict[str, Any]:
+) -> TensorrtOnnxRecord:
     """Write the artifact's ``model_trt.onnx`` and record it (with its sha256) in the manifest.
 
     ``precision`` is the float part's type (fp16, bf16 or fp32); ``fp32_islands`` keeps LayerNorm and
@@ -76,8 +76,7 @@ def write_tensorrt_onnx(
     prepared = prepare_tensorrt_onnx(directory, manifest, precision, fp32_islands)
     store_tensorrt_onnx(directory, manifest, prepared)
     write_manifest(directory, manifest)
-    built_from = (manifest.engine or {}).get("source_sha256")
-    if manifest.engine is not None and built_from != prepared.record["sha256"]:
+    if manifest.engine is not None and manifest.engine.source_sha256 != prepared.record.sha256:
         log.warning(
             "The artifact's model.plan was not built from this model_trt.onnx: run 'trt-quant build' "
             "without --onnx-only to rebuild it."

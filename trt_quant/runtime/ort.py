@@ -71,7 +71,7 @@ def exact_int8_needed(manifest: Manifest) -> bool:
     are 7-bit (within +-64, which cannot saturate the fast U8S8 kernels)."""
     return (
         cpu_lacks_vnni()
-        and manifest.quantization.get("weight_bits") != 7
+        and manifest.quantization.weight_bits != 7
         and quantized_precision(manifest) == "int8"
     )
 

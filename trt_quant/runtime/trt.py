@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trt_quant.artifacts import ENGINE, TOKENIZER_DIR, Manifest, quantized_precision
+from trt_quant.artifacts import ENGINE, TOKENIZER_DIR, EngineRecord, Manifest, quantized_precision
 from trt_quant.engine.build import Profile, check_fp8_capability, require_tensorrt
 from trt_quant.errors import ArtifactError, EngineMismatchError, InputError, TrtQuantError
 from trt_quant.runtime.base import Runtime
@@ -55,15 +55,15 @@ def tensorrt_usable() -> bool:
         return False
 
 
-def engine_mismatch(record: dict[str, Any] | None, tensorrt_version: str, capability: str) -> str | None:
+def engine_mismatch(record: EngineRecord | None, tensorrt_version: str, capability: str) -> str | None:
     """Why the engine the manifest records cannot run here (other TensorRT or GPU), or None if it can."""
-    if not record:
+    if record is None:
         return "the manifest records no engine (the build did not finish)"
-    if record.get("tensorrt") != tensorrt_version:
-        return f"it was built with TensorRT {record.get('tensorrt')} and this machine has {tensorrt_version}"
-    if record.get("compute_capability") != capability:
+    if record.tensorrt != tensorrt_version:
+        return f"it was built with TensorRT {record.tensorrt} and this machine has {tensorrt_version}"
+    if record.compute_capability != capability:
         return (
-            f"it was built for compute capability {record.get('compute_capability')} ({record.get('gpu')}) "
+            f"it was built for compute capability {record.compute_capability} ({record.gpu}) "
             f"and this GPU has {capability}"
         )
     return None

@@ -143,18 +143,16 @@ def bucket_lengths(max_length: int) -> tuple[int, ...]:
 
 def engine_of(artifact: Path, manifest: Manifest) -> Engine:
     """The artifact's engine and the profile limits its manifest records."""
-    record = manifest.engine or {}
-    profiles = record.get("profiles") or []
-    if not profiles:
+    record = manifest.engine
+    profiles = record.profiles if record is not None else []
+    if record is None or not profiles:
         raise ArtifactError(
             f"The manifest of {artifact} records no optimization profiles for {ENGINE}: build the engine "
             "again with trt-quant so its profiles are recorded."
         )
     limits = [(int(profile["max"][0]), int(profile["max"][1])) for profile in profiles]
     sequences = [(int(profile["min"][1]), int(profile["max"][1])) for profile in profiles]
-    return Engine(
-        artifact / ENGINE, limits, record.get("tensorrt"), record.get("compute_capability"), sequences
-    )
+    return Engine(artifact / ENGINE, limits, record.tensorrt, record.compute_capability, sequences)
 
 
 def cc_engines_of(
