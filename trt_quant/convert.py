@@ -27,10 +27,10 @@ from trt_quant.artifacts import (
     staged_directory,
     write_manifest,
 )
+from trt_quant.compare import OutputAgreement, output_agreement
 from trt_quant.config import ExportConfig, QuantConfig
 from trt_quant.data import TextData, read_texts, split_pairs, tokenize_batches
 from trt_quant.errors import TrtQuantError
-from trt_quant.evaluate.report import CLASSIFYING_TASKS, LabelSource, OutputAgreement, output_agreement
 from trt_quant.models import LoadedModel, load_model
 from trt_quant.onnx.export import (
     count_ops,
@@ -56,8 +56,9 @@ from trt_quant.quantize.sensitivity import (
 )
 from trt_quant.runtime.base import Runtime
 from trt_quant.runtime.ort import OrtRuntime
-from trt_quant.tasks.metric import LABELLED_TASKS, PAIRED_TASKS, task_metric
-from trt_quant.tasks.registry import TaskModel, get_task
+from trt_quant.tasks.base import TaskModel
+from trt_quant.tasks.labels import LabelSource
+from trt_quant.tasks.registry import CLASSIFYING_TASKS, LABELLED_TASKS, PAIRED_TASKS, get_task, task_metric
 
 log = logging.getLogger(__name__)
 
