@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trt_quant.data import TextData, batched
 from trt_quant.progress import progress
-from trt_quant.runtime.base import Runtime
+
+if TYPE_CHECKING:
+    from trt_quant.runtime.base import Runtime
 
 
 @dataclass

@@ -17,7 +17,8 @@ from typing import Any
 from trt_quant.artifacts import MODEL_CONFIG, Manifest, quantized_precision, write_atomically
 from trt_quant.compare import Comparison, OutputAgreement
 from trt_quant.errors import TrtQuantError
-from trt_quant.tasks.base import METRIC_NAMES, EvaluationJob, Metrics
+from trt_quant.tasks.base import METRIC_NAMES
+from trt_quant.tasks.evaluation import EvaluationJob, Metrics
 from trt_quant.tasks.labels import model_label_names
 from trt_quant.tasks.registry import CLASSIFYING_TASKS, get_task
 

@@ -1,24 +1,23 @@
 """What every task module fills in and what they share: the Task record, the model wrapper with the exported
-graph's signature, the task metric, an evaluation job and batches of feeds."""
+graph's signature, the task metric and batches of feeds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from trt_quant.artifacts import TOKENIZER_DIR, Manifest
-from trt_quant.compare import Comparison
 from trt_quant.data import TextData, read_texts, tokenize
-from trt_quant.progress import progress
-from trt_quant.runtime.base import Runtime
 from trt_quant.tasks import metrics
 from trt_quant.tasks.labels import LabelSource
+
+if TYPE_CHECKING:
+    from trt_quant.tasks.evaluation import EvaluationJob, Metrics
 
 METRIC_NAMES = {
     "accuracy": "accuracy",
@@ -32,10 +31,6 @@ METRIC_NAMES = {
     "f1": "F1",
 }
 """Display names of the task metrics (all in percent)."""
-
-PRECISIONS = ("float", "int8")
-Metrics = dict[str, dict[str, float]]
-"""Task metrics in percent per precision: {"float": {"accuracy": 91.2, ...}, "int8": {...}}."""
 
 LabelledBatch = tuple[dict[str, torch.Tensor], torch.Tensor | None]
 """Model inputs by name, and the labels of the batch (None: learn the float model's outputs)."""
@@ -85,63 +80,6 @@ class TaskMetric:
         """The metric of ``model`` on the held-out examples (higher is better)."""
         outputs = [model.run(batch) for batch in self.batches]
         return self.of_outputs(tuple(torch.cat(parts).numpy() for parts in zip(*outputs, strict=True)))
-
-
-@dataclass
-class EvaluationJob:
-    """One ``trt-quant evaluate`` run as the task modules see it: the float and quantized runtimes (through
-    their comparison), the data file and its columns, batching, truncation and the model's label names."""
-
-    comparison: Comparison
-    data: Path
-    text_column: str | None
-    pair_column: str | None
-    label_column: str | None
-    batch_size: int
-    max_length: int
-    limit: int | None
-    config: Path
-    """The model's config.json, named in errors about its label names."""
-    label_names: Callable[[], dict[int, str] | None]
-
-    @property
-    def runtime(self) -> Runtime:
-        """The float runtime, whose tokenizer and input names both runtimes share."""
-        return self.comparison.reference
-
-    @property
-    def manifest(self) -> Manifest:
-        return self.comparison.reference.manifest
-
-    @property
-    def classes(self) -> int:
-        """Size of the last axis of the first output: classes (tags) of a classification head."""
-        return int(self.manifest.outputs[0].shape[-1])
-
-    @property
-    def tokenizer_dir(self) -> Path:
-        return self.runtime.directory / TOKENIZER_DIR
-
-    @property
-    def labels(self) -> LabelSource:
-        return LabelSource(self.data, self.label_column)
-
-    def head(self, items: list[Any]) -> list[Any]:
-        return items[: self.limit] if self.limit else items
-
-    def texts(self, guess_pairs: bool) -> TextData:
-        data = read_texts(self.data, self.text_column, self.pair_column, self.label_column, guess_pairs)
-        return data.head(self.limit) if self.limit else data
-
-    def chunks(self, count: int) -> Iterator[slice]:
-        """Slices of ``batch_size`` over ``count`` examples, with a progress bar."""
-        starts = range(0, count, self.batch_size)
-        for start in progress(starts, "evaluating float vs INT8", total=len(starts)):
-            yield slice(start, start + self.batch_size)
-
-
-def no_metrics() -> Metrics:
-    return {precision: {} for precision in PRECISIONS}
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from trt_quant.errors import TrtQuantError
 from trt_quant.tasks.base import (
-    EvaluationJob,
-    Metrics,
     Task,
-    no_metrics,
     read_text_inputs,
     unlabelled_training_batches,
 )
+from trt_quant.tasks.evaluation import EvaluationJob, Metrics, no_metrics
 
 
 def evaluate(job: EvaluationJob) -> tuple[int, Metrics]:

@@ -12,16 +12,14 @@ from trt_quant.data import TextData, pick_column, read_rows
 from trt_quant.errors import TrtQuantError
 from trt_quant.tasks import metrics
 from trt_quant.tasks.base import (
-    PRECISIONS,
-    EvaluationJob,
     Loaded,
-    Metrics,
     Task,
     TaskMetric,
     in_batches,
     read_text_inputs,
     unlabelled_training_batches,
 )
+from trt_quant.tasks.evaluation import PRECISIONS, EvaluationJob, Metrics
 from trt_quant.tasks.labels import LabelSource
 from trt_quant.tasks.squad import (
     QAExample,

@@ -11,19 +11,16 @@ from trt_quant.compare import pair_cosines
 from trt_quant.data import TextData, read_texts, split_pairs, tokenize_batches
 from trt_quant.errors import TrtQuantError
 from trt_quant.tasks.base import (
-    PRECISIONS,
-    EvaluationJob,
     LabelledBatch,
     Loaded,
-    Metrics,
     Task,
     TaskMetric,
     correlations,
     mean_pool,
-    no_metrics,
     read_text_inputs,
     sequence_batches,
 )
+from trt_quant.tasks.evaluation import PRECISIONS, EvaluationJob, Metrics, no_metrics
 from trt_quant.tasks.labels import LabelSource, numeric_labels
 
 

@@ -11,18 +11,15 @@ import numpy as np
 from trt_quant.data import TextData, read_texts, tokenize_batches
 from trt_quant.tasks import metrics
 from trt_quant.tasks.base import (
-    PRECISIONS,
-    EvaluationJob,
     LabelledBatch,
     Loaded,
-    Metrics,
     Task,
     TaskMetric,
     correlations,
-    no_metrics,
     read_text_inputs,
     sequence_batches,
 )
+from trt_quant.tasks.evaluation import PRECISIONS, EvaluationJob, Metrics, no_metrics
 from trt_quant.tasks.labels import LabelSource, classification_targets, config_label_names
 
 

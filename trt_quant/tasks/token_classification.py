@@ -12,17 +12,14 @@ import torch
 from trt_quant.data import TextData, pick_column, read_rows, select_inputs
 from trt_quant.tasks import metrics
 from trt_quant.tasks.base import (
-    PRECISIONS,
-    EvaluationJob,
     LabelledBatch,
     Loaded,
-    Metrics,
     Task,
     TaskMetric,
     in_batches,
-    no_metrics,
     shuffled,
 )
+from trt_quant.tasks.evaluation import PRECISIONS, EvaluationJob, Metrics, no_metrics
 from trt_quant.tasks.labels import (
     WORD_COLUMN_GUESSES,
     LabelSource,
