@@ -30,11 +30,11 @@ import onnx
 
 from trt_quant.artifacts import FLOAT_ONNX, load_manifest
 from trt_quant.bench.latency import Latency, summarize_latency, synthetic_feeds, time_calls
+from trt_quant.compare import output_agreement
 from trt_quant.data import read_texts
 from trt_quant.demo import builtin_text, minilm_path
 from trt_quant.engine.build import LAYERS_REPORT, BuildConfig, build_plan, gpu_info, parse_profiles
 from trt_quant.engine.layer_report import check_engine_layers
-from trt_quant.evaluate.report import output_agreement
 from trt_quant.runtime import load_runtime
 from trt_quant.runtime.trt import TensorRTRuntime, tensorrt_usable
 

@@ -20,7 +20,7 @@ from trt_quant.onnx.export import (
     save_onnx,
 )
 from trt_quant.quantize.model import quantize
-from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.base import TaskModel
 
 
 @dataclass

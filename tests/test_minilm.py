@@ -8,10 +8,10 @@ import pytest
 from conftest import SHARED_GLUE
 
 from trt_quant.artifacts import TRT_ONNX
+from trt_quant.compare import output_agreement
 from trt_quant.convert import convert
 from trt_quant.data import TextData, read_texts
 from trt_quant.demo import builtin_text, minilm_path
-from trt_quant.evaluate.report import output_agreement
 from trt_quant.onnx.check import check_onnx
 from trt_quant.onnx.tensorrt_onnx import write_tensorrt_onnx
 from trt_quant.runtime import load_runtime

@@ -29,7 +29,7 @@ from trt_quant.models import load_model
 from trt_quant.qat import CHECKPOINT_NAME, QatConfig, load_checkpoint, qat, train_qat
 from trt_quant.quantize.model import quantize
 from trt_quant.runtime import load_runtime
-from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.base import TaskModel
 
 TOPICS = (
     ("model", "data", "text", "token", "tensor", "graph", "engine", "quantize", "calibrate", "export"),

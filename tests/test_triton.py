@@ -295,7 +295,12 @@ def test_engines_for_other_gpu_architectures(
     with pytest.raises(TrtQuantError, match=r"built for compute capability 8\.6, not 9\.0: key it by 8\.6"):
         write_triton_repository(engine_artifact, tmp_path / "r5", cc_engines={"9.0": other})
     older = with_engine(
-        tiny_artifact, tmp_path / "old", b"plan-old", TWO_PROFILES, tensorrt="10.9.0", compute_capability="7.5"
+        tiny_artifact,
+        tmp_path / "old",
+        b"plan-old",
+        TWO_PROFILES,
+        tensorrt="10.9.0",
+        compute_capability="7.5",
     )
     with pytest.raises(TrtQuantError, match=r"built with TensorRT 10\.9\.0, the served one with 10\.13\.3"):
         write_triton_repository(engine_artifact, tmp_path / "r6", cc_engines={"7.5": older})

@@ -31,8 +31,7 @@ from trt_quant.pipeline import (
     write_artifact,
 )
 from trt_quant.quantize.sensitivity import Budget, layer_sensitivity, meet_budget, parse_budget
-from trt_quant.tasks.metric import LABELLED_TASKS, PAIRED_TASKS
-from trt_quant.tasks.registry import get_task
+from trt_quant.tasks.registry import LABELLED_TASKS, PAIRED_TASKS, get_task
 
 
 def check_budget(budget: Budget | None, task: str, label_column: str | None) -> None:

@@ -13,7 +13,8 @@ import transformers
 
 from trt_quant.errors import TrtQuantError
 from trt_quant.recipes import Recipe, recipe_for
-from trt_quant.tasks.registry import Task, TaskModel, get_task
+from trt_quant.tasks.base import Task, TaskModel
+from trt_quant.tasks.registry import get_task
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_MAX_POSITIONS = 512

@@ -33,10 +33,10 @@ from trt_quant.artifacts import (
     SizesRecord,
     write_manifest,
 )
+from trt_quant.compare import OutputAgreement, output_agreement
 from trt_quant.config import ExportConfig, QuantConfig
 from trt_quant.data import TextData, read_texts, split_pairs, tokenize_batches
 from trt_quant.errors import TrtQuantError
-from trt_quant.evaluate.report import CLASSIFYING_TASKS, LabelSource, OutputAgreement, output_agreement
 from trt_quant.models import LoadedModel, load_model
 from trt_quant.onnx.check import check_onnx
 from trt_quant.onnx.export import (
@@ -54,8 +54,9 @@ from trt_quant.quantize.quantizers import summarize
 from trt_quant.quantize.sensitivity import Score, cosine_score, outputs_of
 from trt_quant.runtime.base import Runtime
 from trt_quant.runtime.ort import OrtRuntime
-from trt_quant.tasks.metric import task_metric
-from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.base import TaskModel
+from trt_quant.tasks.labels import LabelSource
+from trt_quant.tasks.registry import CLASSIFYING_TASKS, task_metric
 
 log = logging.getLogger(__name__)
 

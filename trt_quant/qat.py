@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import pickle
 import uuid
@@ -26,16 +25,8 @@ import torch.nn.functional as F
 
 from trt_quant.artifacts import check_name, check_output_dir, staged_directory
 from trt_quant.config import ExportConfig, QuantConfig
-from trt_quant.data import (
-    TextData,
-    pick_column,
-    read_rows,
-    read_texts,
-    select_inputs,
-    tokenize,
-)
+from trt_quant.data import TextData, read_rows, read_texts
 from trt_quant.errors import TrtQuantError
-from trt_quant.evaluate.report import CLASSIFYING_TASKS, LabelSource
 from trt_quant.models import LoadedModel
 from trt_quant.pipeline import (
     EVAL_SAMPLES,
@@ -60,18 +51,16 @@ from trt_quant.quantize.quantizers import (
     round_embeddings,
 )
 from trt_quant.quantize.sensitivity import Score
-from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.base import LabelledBatch, TaskModel
+from trt_quant.tasks.labels import LabelSource
+from trt_quant.tasks.registry import CLASSIFYING_TASKS
+from trt_quant.tasks.token_classification import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
 LABELLED_TASKS = ("text-classification", "token-classification")
-IGNORE_INDEX = -100  # token labels of sub-tokens after a word's first, and of special tokens
 MAX_GRAD_NORM = 1.0
 CHECKPOINT_NAME = "epoch-{epoch:03d}.pt"
-WORD_COLUMN_GUESSES = ("tokens", "words")
-
-LabelledBatch = tuple[dict[str, torch.Tensor], torch.Tensor | None]
-"""Model inputs by name, and the labels of the batch (None: learn the float model's outputs)."""
 
 
 @dataclass(frozen=True)
@@ -351,138 +340,11 @@ def train_qat(
     return model
 
 
-def _class_ids(labels: Sequence[Any], loaded: LoadedModel, source: str) -> list[int]:
-    """Class indices from integer labels, digit strings or the model's label names (config.label2id)."""
-    classes = int(loaded.config.num_labels)
-    by_name = {str(name): int(index) for name, index in (loaded.config.label2id or {}).items()}
-    ids = []
-    for number, label in enumerate(labels, start=1):
-        name = label.strip() if isinstance(label, str) else None
-        value: Any = by_name.get(name, label) if name is not None else label
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < classes:
-            raise TrtQuantError(
-                f"Label {label!r} in row {number} of {source} is not a class of this model (0 to "
-                f"{classes - 1} or one of {', '.join(by_name)}): fix that row or pass the label column that "
-                "holds classes."
-            )
-        ids.append(value)
-    return ids
-
-
-def _regression_targets(labels: Sequence[Any], source: str) -> list[float]:
-    targets = []
-    for number, label in enumerate(labels, start=1):
-        try:
-            value = float(label)
-        except (TypeError, ValueError):
-            value = math.nan
-        if isinstance(label, bool) or not math.isfinite(value):
-            raise TrtQuantError(
-                f"Label {label!r} in row {number} of {source} is not a number, which a single-logit "
-                "regression model needs: fix that row."
-            )
-        targets.append(value)
-    return targets
-
-
-def _shuffled(count: int, seed: int) -> list[int]:
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
-
-
-def _sequence_batches(
-    loaded: LoadedModel, data: TextData, source: str, config: QatConfig
-) -> list[LabelledBatch]:
-    """Text classification (labels per text) and the tasks that learn the float outputs (no labels)."""
-    targets: list[Any] | None = None
-    if data.labels is not None and int(loaded.config.num_labels) == 1:
-        targets = _regression_targets(data.labels, source)
-    elif data.labels is not None:
-        targets = _class_ids(data.labels, loaded, source)
-    order = _shuffled(len(data), config.seed)
-    batches: list[LabelledBatch] = []
-    for start in range(0, len(order), config.batch_size):
-        rows = order[start : start + config.batch_size]
-        part = TextData([data.texts[i] for i in rows], [data.pairs[i] for i in rows] if data.pairs else None)
-        feeds = tokenize(loaded.tokenizer, part, loaded.input_names, config.max_length)
-        batches.append((feeds, torch.tensor([targets[i] for i in rows]) if targets is not None else None))
-    return batches
-
-
-def _word_lists(rows: list[dict[str, Any]], column: str, source: str) -> list[list[str]]:
-    words = []
-    for number, row in enumerate(rows, start=1):
-        value = row.get(column)
-        if isinstance(value, str):
-            value = value.split()
-        if not isinstance(value, list) or not value or not all(isinstance(word, str) for word in value):
-            raise TrtQuantError(f"Row {number} of {source} has no words in column '{column}': write a list.")
-        words.append(value)
-    return words
-
-
-def _token_batches(
-    loaded: LoadedModel,
-    rows: list[dict[str, Any]],
-    text_column: str | None,
-    label_column: str | None,
-    source: Path,
-    config: QatConfig,
-) -> tuple[list[LabelledBatch], TextData]:
-    """Token classification: a list of words per row and, with labels, one tag per word; the first
-    sub-token of each word carries its tag. Returns the batches and the rows as texts (for calibration)."""
-    from transformers import AutoTokenizer
-
-    words = _word_lists(rows, pick_column(rows, text_column, WORD_COLUMN_GUESSES, source), str(source))
-    tags: list[list[int]] | None = None
-    if label_column is not None:
-        column = pick_column(rows, label_column, (), source)
-        tags = []
-        for number, (record, record_words) in enumerate(zip(rows, words, strict=True), start=1):
-            value = record[column].split() if isinstance(record[column], str) else record[column]
-            if not isinstance(value, list) or len(value) != len(record_words):
-                raise TrtQuantError(
-                    f"Row {number} of {source} has {len(record_words)} words but its '{column}' is not a "
-                    f"list of {len(record_words)} tags: give one tag per word."
-                )
-            tags.append(_class_ids(value, loaded, f"{source} (row {number})"))
-    # Words are tokenized one by one; byte-level BPE tokenizers (RoBERTa) must prefix each with a space.
-    tokenizer = AutoTokenizer.from_pretrained(loaded.source, add_prefix_space=True)
-    order = _shuffled(len(words), config.seed)
-    batches: list[LabelledBatch] = []
-    for start in range(0, len(order), config.batch_size):
-        rows_here = order[start : start + config.batch_size]
-        encoded = tokenizer(
-            [words[i] for i in rows_here],
-            is_split_into_words=True,
-            truncation=True,
-            max_length=config.max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-        labels = None
-        if tags is not None:
-            labels = torch.full(encoded["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
-            for row, index in enumerate(rows_here):
-                previous = None
-                for position, word in enumerate(encoded.word_ids(row)):
-                    if word is not None and word != previous:
-                        labels[row, position] = tags[index][word]
-                    previous = word
-        batches.append((select_inputs(encoded, loaded.input_names), labels))
-    return batches, TextData([" ".join(row_words) for row_words in words])
-
-
 def read_inputs(
     loaded: LoadedModel, path: str | Path, text_column: str | None, pair_column: str | None
 ) -> TextData:
     """Texts (and second texts) as the task's training data holds them; token-classification words joined."""
-    if loaded.task.name == "token-classification":
-        rows = read_rows(path)
-        words = _word_lists(rows, pick_column(rows, text_column, WORD_COLUMN_GUESSES, Path(path)), str(path))
-        return TextData([" ".join(row_words) for row_words in words])
-    return read_texts(path, text_column, pair_column, guess_pairs=True)
+    return loaded.task.read_inputs(loaded, path, text_column, pair_column)
 
 
 def training_batches(
@@ -494,15 +356,19 @@ def training_batches(
     config: QatConfig,
 ) -> tuple[list[LabelledBatch], TextData]:
     """Shuffled (seeded), tokenized training batches with labels where the task has them, and the
-    training texts. Labels are read for text and token classification only; other tasks learn the
-    float model's outputs."""
+    training texts; the task's module builds them. Labels are read for text and token classification
+    only; other tasks learn the float model's outputs."""
     labelled = label_column if loaded.task.name in LABELLED_TASKS else None
-    if loaded.task.name == "token-classification":
-        return _token_batches(loaded, read_rows(train_data), text_column, labelled, Path(train_data), config)
-    data = model_texts(
-        read_texts(train_data, text_column, pair_column, labelled, guess_pairs=True), loaded.task.name
+    return loaded.task.training_batches(
+        loaded,
+        train_data,
+        labelled,
+        text_column,
+        pair_column,
+        config.batch_size,
+        config.max_length,
+        config.seed,
     )
-    return _sequence_batches(loaded, data, str(train_data), config), TextData(data.texts, data.pairs)
 
 
 def selection_score(

@@ -117,7 +117,7 @@ def accuracy_against(
     reference: Variant, candidate: Variant, batches: list[dict[str, np.ndarray]], per_token: dict[str, bool]
 ) -> tuple[float, float]:
     """Mean and minimum per-example cosine of ``candidate``'s outputs against ``reference``'s."""
-    from trt_quant.evaluate.report import compare_outputs
+    from trt_quant.compare import compare_outputs
 
     cosines: list[float] = []
     for feeds in batches:

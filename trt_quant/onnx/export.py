@@ -32,7 +32,7 @@ from onnx import helper, numpy_helper
 
 from trt_quant.artifacts import TensorSpec
 from trt_quant.errors import TrtQuantError
-from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.base import TaskModel
 
 BATCH_AXIS = "batch"
 SEQUENCE_AXIS = "sequence"

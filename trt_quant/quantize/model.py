@@ -19,7 +19,7 @@ from trt_quant.quantize.quantizers import (
     round_embeddings,
     smooth,
 )
-from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.base import TaskModel
 
 
 def quantize(

@@ -33,7 +33,7 @@ from torch import nn
 
 from trt_quant.config import QuantConfig
 from trt_quant.progress import progress
-from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.base import TaskModel
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from trt_quant.compare import output_cosines
 from trt_quant.errors import TrtQuantError
 from trt_quant.progress import progress
 from trt_quant.quantize.quantizers import INPUT_QUANTIZER, WEIGHT_QUANTIZER, quantized_linears
-from trt_quant.tasks.registry import TaskModel
+from trt_quant.tasks.base import TaskModel
 
 Batches = Sequence[dict[str, torch.Tensor]]
 Score = Callable[[TaskModel], float]  # higher is better: mean cosine, or a task metric
@@ -84,15 +86,12 @@ def cosine_score(reference: list[tuple[torch.Tensor, ...]], batches: Batches) ->
 
     @torch.no_grad()
     def score(model: TaskModel) -> float:
-        cosines = []
+        cosines: list[float] = []
         for batch, expected in zip(batches, reference, strict=True):
-            mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).float()
+            mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).numpy()
             for got, want, per_token in zip(model.run(batch), expected, model.task.per_token, strict=True):
-                if per_token:
-                    weights = mask.reshape(*mask.shape, *[1] * (got.dim() - 2))
-                    got, want = got * weights, want * weights
-                cosines.append(nn.functional.cosine_similarity(got.flatten(1), want.flatten(1), dim=1))
-        return float(torch.cat(cosines).mean())
+                cosines += output_cosines(want.numpy(), got.numpy(), mask, per_token)
+        return float(np.mean(cosines))
 
     return score
 

@@ -1,1 +1,1 @@
-"""Tasks: what each task's model returns, its rows, labels and metric."""
+"""Tasks: one module per task (head, rows and labels, feeds, metric, QAT batches), found by name in ``registry``."""

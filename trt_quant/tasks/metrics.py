@@ -1,6 +1,7 @@
 """Pure task metrics: classification, correlation, entity-level (BIO/IOB2) and SQuAD v1.1 answer scores.
 
-Every function returns a fraction (accuracy 0.85, not 85); reports scale them to percent.
+Every function returns a fraction (accuracy 0.85, not 85); reports scale them to percent. Entity-level
+scores are seqeval's (the field's standard, default mode = conlleval), not a re-implementation.
 """
 
 from __future__ import annotations
@@ -58,46 +59,41 @@ def is_bio_tag(tag: str) -> bool:
     return tag == "O" or (tag[:2] in ("B-", "I-") and len(tag) > 2)
 
 
+def _check_bio(tags: Sequence[str]) -> None:
+    for tag in tags:
+        if not is_bio_tag(tag):
+            raise ValueError(f"'{tag}' is not a BIO tag (O, B-TYPE or I-TYPE)")
+
+
 def entity_spans(tags: Sequence[str]) -> list[Entity]:
-    """Entities of one tag sequence (BIO/IOB2, as seqeval's default mode reads them).
+    """Entities of one tag sequence (BIO/IOB2), as seqeval's default (conlleval) mode reads them.
 
     An entity starts at ``B-X``, at ``I-X`` after ``O`` (an I- without a B-) and at any change of type;
     ``I-X`` continues an entity of type X. Tags other than O, B-X and I-X raise ValueError.
     """
-    entities: list[Entity] = []
-    current: str | None = None
-    start = 0
-    for position, tag in enumerate(tags):
-        if not is_bio_tag(tag):
-            raise ValueError(f"'{tag}' is not a BIO tag (O, B-TYPE or I-TYPE)")
-        kind = None if tag == "O" else tag[2:]
-        if current is not None and (kind != current or tag.startswith("B-")):
-            entities.append((current, start, position))
-            current = None
-        if kind is not None and current is None:
-            current, start = kind, position
-    if current is not None:
-        entities.append((current, start, len(tags)))
-    return entities
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    _check_bio(tags)
+    return [(kind, start, end + 1) for kind, start, end in get_entities(list(tags))]
 
 
 def entity_scores(
     predictions: Sequence[Sequence[str]], labels: Sequence[Sequence[str]]
 ) -> tuple[float, float, float]:
     """Micro-averaged entity-level precision, recall and F1 over sentences: an entity counts only with
-    exactly the same type and span as a gold entity (seqeval's default ``f1_score``)."""
+    exactly the same type and span as a gold entity (seqeval's default mode, as conlleval scores)."""
+    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
+
     _check_lengths(predictions, labels)
-    correct = predicted_count = gold_count = 0
     for predicted_tags, gold_tags in zip(predictions, labels, strict=True):
         _check_lengths(predicted_tags, gold_tags)
-        predicted, gold = set(entity_spans(predicted_tags)), set(entity_spans(gold_tags))
-        correct += len(predicted & gold)
-        predicted_count += len(predicted)
-        gold_count += len(gold)
-    precision = correct / predicted_count if predicted_count else 0.0
-    recall = correct / gold_count if gold_count else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
+        _check_bio(predicted_tags)
+        _check_bio(gold_tags)
+    gold, predicted = [list(tags) for tags in labels], [list(tags) for tags in predictions]
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        gold, predicted, average="micro", zero_division=0
+    )
+    return float(precision), float(recall), float(f1)
 
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
