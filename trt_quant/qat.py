@@ -419,6 +419,7 @@ def _training_arguments(config: QatConfig, output_dir: str) -> TrainingArguments
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),  # without it, processes on CPUs would not form a DDP group
         dataloader_pin_memory=torch.cuda.is_available(),
     )
 
