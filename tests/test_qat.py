@@ -285,7 +285,11 @@ def test_checkpoints_round_trip(tiny_quantized, tmp_path: Path) -> None:
     model, batches, model_dir = tiny_quantized
     labels = [torch.tensor(part) for part in (([0, 1, 2] * 6)[:16], ([2, 1, 0] * 6)[:16], [1] * 16)]
     config = QatConfig(epochs=2, learning_rate=1e-3, checkpoint_dir=tmp_path, checkpoint_every_epoch=False)
+    random_states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
     trained = train_qat(model, None, list(zip(batches, labels, strict=True)), config)
+    assert random.getstate() == random_states[0]  # Trainer seeds the global generators; they are restored
+    assert np.array_equal(np.random.get_state()[1], random_states[1])
+    assert torch.equal(torch.get_rng_state(), random_states[2])
     assert [path.name for path in tmp_path.iterdir()] == ["epoch-002.pt"]
     checkpoint = torch.load(tmp_path / "epoch-002.pt", weights_only=True)
     assert set(checkpoint) == {"state_dict", "epoch", "quantizers"}

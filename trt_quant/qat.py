@@ -449,7 +449,8 @@ def train_qat(
     and for batches without labels (it is frozen here). Quantizer ranges stay fixed; gradients are zero
     where a quantizer clipped. ``on_epoch`` is called on every process after each epoch with its number
     and the mean training loss over all processes; checkpoints are written by the first process only.
-    Seeded: the same inputs give the same model; the global random state is left as it was.
+    Seeded: the same inputs give the same model; the global random state (Python's, NumPy's, torch's on
+    the CPU) is left as it was.
     """
     _check_training(quantized_model, teacher, batches_with_labels, config)
     clip_gradients_outside_range(quantized_model)
