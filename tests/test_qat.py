@@ -8,15 +8,20 @@ distillation, brings it back, in the PyTorch fake-quantized model and in the exp
 
 from __future__ import annotations
 
+import collections
 import copy
 import csv
 import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from tiny_models import WORDS, make_tiny_model
@@ -218,6 +223,52 @@ def test_qat_manifest_records_the_training(learned: LearnedTask, qat_run: tuple[
     assert {"export float", "quantize + calibrate", "qat", "export int8", "total"} <= set(report.timings)
 
 
+def graph_structure(artifact: Path) -> collections.Counter[str]:
+    """How many nodes of each op type the artifact's INT8 graph has (QuantizeLinear/DequantizeLinear included)."""
+    return collections.Counter(node.op_type for node in onnx.load(artifact / "model_int8.onnx").graph.node)
+
+
+@pytest.mark.parametrize("qat_run", [False], ids=["labels"], indirect=True)
+def test_two_processes_train_the_same_graph(
+    learned: LearnedTask, poor_ptq: ConvertReport, qat_run: tuple[ConvertReport, Path], tmp_path: Path
+) -> None:
+    """``torchrun --nproc_per_node 2 -m trt_quant.cli qat`` (DistributedDataParallel over gloo, on the CPU)
+    trains each process on half the batches (16 examples each per step: the single run's 32 per step); the
+    first process alone prints and writes an artifact whose INT8 graph has the single-process run's
+    structure (op types, node counts, Q/DQ pairs) and which repairs the poor calibration as that run does."""
+    output = tmp_path / "artifact"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "trt_quant.cli", "qat", str(learned.model_dir), "--task", "text-classification",
+        "--train", str(learned.train_file), "--eval-data", str(learned.eval_file), "--output", str(output),
+        "--method", "percentile", "--percentile", "10", "--smoothquant", "0", "--calib-samples", "64",
+        "--batch-size", "16", "--max-length", str(MAX_LENGTH), "--epochs", "3", "--learning-rate", "3e-3",
+        "--train-batch-size", "16",  # per process: the single run's 32 examples per step over both
+    ]  # fmt: skip
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("QAT kept") == 1  # one summary: the second process neither prints nor writes
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["artifact"]  # no staging left behind
+
+    single, _ = qat_run
+    assert graph_structure(output) == graph_structure(single.output)
+    assert graph_structure(output)["QuantizeLinear"] > 0
+    block = json.loads((output / "manifest.json").read_text(encoding="utf-8"))["quantization"]["qat"]
+    assert block["examples"] == 384 and len(block["epoch_losses"]) == 3
+    assert block["epoch_losses"][-1] < block["epoch_losses"][0]
+    assert block["selection"]["selected"] != "calibrated model"
+    # The same direction as the single-process run: far above the poor calibration.
+    ptq_accuracy = onnx_accuracy(poor_ptq.output, learned.held_out)
+    assert onnx_accuracy(single.output, learned.held_out) >= ptq_accuracy + 0.3
+    deployed = onnx_accuracy(output, learned.held_out)
+    assert deployed >= ptq_accuracy + 0.3 and deployed >= learned.float_accuracy - 0.03
+
+
 @pytest.fixture
 def tiny_quantized(tiny_model, one_thread: None) -> tuple[TaskModel, list[dict[str, torch.Tensor]], Path]:
     """A tiny BERT classifier with default PTQ (SmoothQuant on), its calibration batches, its directory."""
@@ -234,7 +285,11 @@ def test_checkpoints_round_trip(tiny_quantized, tmp_path: Path) -> None:
     model, batches, model_dir = tiny_quantized
     labels = [torch.tensor(part) for part in (([0, 1, 2] * 6)[:16], ([2, 1, 0] * 6)[:16], [1] * 16)]
     config = QatConfig(epochs=2, learning_rate=1e-3, checkpoint_dir=tmp_path, checkpoint_every_epoch=False)
+    random_states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
     trained = train_qat(model, None, list(zip(batches, labels, strict=True)), config)
+    assert random.getstate() == random_states[0]  # Trainer seeds the global generators; they are restored
+    assert np.array_equal(np.random.get_state()[1], random_states[1])
+    assert torch.equal(torch.get_rng_state(), random_states[2])
     assert [path.name for path in tmp_path.iterdir()] == ["epoch-002.pt"]
     checkpoint = torch.load(tmp_path / "epoch-002.pt", weights_only=True)
     assert set(checkpoint) == {"state_dict", "epoch", "quantizers"}

@@ -4,24 +4,43 @@ The forward pass fake-quantizes exactly as the exported graph will (Model Optimi
 ranges stay at their calibrated amax); the backward pass is the clipped straight-through estimator. The
 loss is the task loss on labels (cross-entropy, or MSE for a single-logit regression head), or, without
 labels, the distance to the float model's outputs; optional distillation from the float model adds the
-KL divergence of temperature-softened logits and the MSE of the last hidden states. :func:`qat` runs the
-whole pipeline and writes the same artifact as :func:`~trt_quant.convert.convert`.
+KL divergence of temperature-softened logits and the MSE of the last hidden states. Training runs on
+Hugging Face ``Trainer``: launched with ``torchrun`` or ``accelerate launch``, every process trains on its
+share of the batches (DistributedDataParallel). :func:`qat` runs the whole pipeline and writes the same
+artifact as :func:`~trt_quant.convert.convert` (the first process only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import math
 import os
 import pickle
+import random
+import sys
+import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from transformers import (
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from trt_quant.artifacts import check_name, check_output_dir, staged_directory
 from trt_quant.config import ExportConfig, QuantConfig
@@ -42,7 +61,6 @@ from trt_quant.pipeline import (
     quantize_with_recipe,
     write_artifact,
 )
-from trt_quant.progress import progress
 from trt_quant.quantize.quantizers import (
     clip_gradients_outside_range,
     quantized_linears,
@@ -149,9 +167,11 @@ def load_checkpoint(model: TaskModel, path: str | Path) -> tuple[TaskModel, int]
     return restored, int(checkpoint["epoch"])
 
 
-def _forward(
-    model: TaskModel, feeds: dict[str, torch.Tensor]
-) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+Forward = tuple[tuple[torch.Tensor, ...], torch.Tensor]
+"""The task outputs and the last hidden states of a model."""
+
+
+def _forward(model: TaskModel, feeds: dict[str, torch.Tensor]) -> Forward:
     """The task outputs and the last hidden states (the TaskModel's own forward, plus hidden states)."""
     inputs = {name: feeds[name] for name in model.input_names}
     output = model.model(**inputs, output_hidden_states=True, return_dict=True)
@@ -222,17 +242,16 @@ def _output_distance(
 
 def _loss(
     model: TaskModel,
-    teacher: TaskModel | None,
+    student: Forward,
+    reference: Forward | None,
     feeds: dict[str, torch.Tensor],
     labels: torch.Tensor | None,
     config: QatConfig,
 ) -> torch.Tensor:
-    outputs, hidden = _forward(model, feeds)
+    """The QAT loss of the quantized model's ``student`` forward, against labels or the float model's
+    ``reference`` forward, plus the distillation terms."""
+    outputs, hidden = student
     mask = _mask(feeds)
-    reference: tuple[tuple[torch.Tensor, ...], torch.Tensor] | None = None
-    if teacher is not None:
-        with torch.no_grad():
-            reference = _forward(teacher, feeds)
     if labels is not None:
         loss = _label_loss(model.task.name, outputs[0], labels)
     else:
@@ -265,24 +284,145 @@ def _check_training(
         )
 
 
-def _parameter_groups(model: TaskModel, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices only (not on biases and LayerNorm weights), as BERT fine-tuning does."""
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    return [
-        {"params": [p for p in parameters if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0},
-    ]
+class _Student(nn.Module):
+    """The quantized model as Trainer (and DistributedDataParallel around it) calls it: a batch of named
+    inputs in, the task outputs and the last hidden states out."""
+
+    def __init__(self, model: TaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feeds: dict[str, torch.Tensor]) -> Forward:
+        return _forward(self.model, feeds)
 
 
-def _linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
-    """Learning-rate factor per step: linear warmup to 1 over ``warmup`` steps, then linear decay to 0."""
+class _Batches(Dataset):
+    """The tokenized training batches as a dataset of batches: Trainer draws one per step (and per process)."""
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
+    def __init__(self, batches: Sequence[LabelledBatch]) -> None:
+        self.batches = batches
 
-    return factor
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        feeds, labels = self.batches[index]
+        return {"feeds": feeds, "targets": labels}
+
+
+def _one_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate a draw of one prepared batch (the dataset's items are whole batches)."""
+    return items[0]
+
+
+class _QatTrainer(Trainer):
+    """Trainer with the QAT loss (labels or the float model's outputs, plus distillation from the frozen
+    float ``teacher``), weight decay on matrices only (not on biases and LayerNorm weights, as BERT
+    fine-tuning does), and the mean training loss of each epoch over all processes."""
+
+    def __init__(self, model: TaskModel, teacher: TaskModel | None, config: QatConfig, **kwargs: Any) -> None:
+        super().__init__(model=_Student(model), **kwargs)
+        self.task_model, self.qat_config = model, config
+        self.teacher = teacher.to(self.args.device) if teacher is not None else None
+        self.losses: list[float] = []
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        feeds, labels = inputs["feeds"], inputs["targets"]
+        reference = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                reference = _forward(self.teacher, feeds)
+        loss = _loss(self.task_model, model(feeds), reference, feeds, labels, self.qat_config)
+        if not torch.isfinite(loss):
+            epoch = math.floor(self.state.epoch or 0) + 1
+            raise TrtQuantError(
+                f"QAT diverged (loss {loss.item()} in epoch {epoch}): pass a lower learning rate."
+            )
+        self.losses.append(loss.item())
+        return loss
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return [name for name, parameter in model.named_parameters() if parameter.dim() >= 2]
+
+    def epoch_loss(self) -> float:
+        """The mean training loss since the last call, averaged over all processes."""
+        mean = torch.tensor(sum(self.losses) / max(1, len(self.losses)), device=self.args.device)
+        self.losses.clear()
+        return float(self.accelerator.reduce(mean, reduction="mean"))
+
+
+class _AfterEpoch(TrainerCallback):
+    """After each epoch: log the mean training loss, write the checkpoint (first process only) and call
+    ``on_epoch`` (on every process, so that all hold the same model after a keep-best restore)."""
+
+    def __init__(
+        self, trainer: _QatTrainer, config: QatConfig, on_epoch: Callable[[int, float], None] | None
+    ) -> None:
+        self.trainer, self.config, self.on_epoch = trainer, config, on_epoch
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        epoch, loss = round(state.epoch or 0), self.trainer.epoch_loss()
+        log.info("QAT epoch %d/%d: mean training loss %.4f", epoch, self.config.epochs, loss)
+        last = epoch == self.config.epochs
+        directory = self.config.checkpoint_dir
+        if (
+            directory is not None
+            and (self.config.checkpoint_every_epoch or last)
+            and state.is_world_process_zero
+        ):
+            save_checkpoint(self.trainer.task_model, directory / CHECKPOINT_NAME.format(epoch=epoch), epoch)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, loss)
+
+
+class _Progress(ProgressCallback):
+    """Trainer's progress bar without the dictionaries of logged values it prints."""
+
+    def on_log(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _training_arguments(config: QatConfig, output_dir: str) -> TrainingArguments:
+    """Trainer's settings from ``config``: AdamW with linear warmup and decay, gradients clipped at norm 1,
+    one prepared batch per step and process, no saving, evaluation, reporting or network of its own."""
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # below 1: a fraction of the steps
+        lr_scheduler_type="linear",
+        optim="adamw_torch",
+        max_grad_norm=MAX_GRAD_NORM,
+        per_device_train_batch_size=1,  # one item is one batch of config.batch_size examples
+        seed=config.seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),  # without it, processes on CPUs would not form a DDP group
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+@contextlib.contextmanager
+def _global_random_state_kept() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's (CPU) global random state afterwards (Trainer seeds all three)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 def train_qat(
@@ -292,52 +432,40 @@ def train_qat(
     config: QatConfig,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TaskModel:
-    """Fine-tune ``quantized_model`` (in place) with its quantizers active; return it in eval mode.
+    """Fine-tune ``quantized_model`` (in place) with its quantizers active; return it on the CPU in eval mode.
 
-    ``teacher`` is the float model, needed for distillation and for batches without labels (it is frozen
-    here). Quantizer ranges stay fixed; gradients are zero where a quantizer clipped. ``on_epoch`` is
-    called after each epoch with its number and mean training loss. Seeded: the same inputs give the same
-    model; the global random state is left as it was.
+    Runs on Hugging Face Trainer: launched with ``torchrun`` or ``accelerate launch``, every process calls
+    this with the same model and batches, Trainer wraps the model in DistributedDataParallel and each
+    process trains on its share of the batches. ``teacher`` is the float model, needed for distillation
+    and for batches without labels (it is frozen here). Quantizer ranges stay fixed; gradients are zero
+    where a quantizer clipped. ``on_epoch`` is called on every process after each epoch with its number
+    and the mean training loss over all processes; checkpoints are written by the first process only.
+    Seeded: the same inputs give the same model; the global random state (Python's, NumPy's, torch's on
+    the CPU) is left as it was.
     """
     _check_training(quantized_model, teacher, batches_with_labels, config)
-    model = quantized_model
-    clip_gradients_outside_range(model)
+    clip_gradients_outside_range(quantized_model)
     if teacher is not None:
         teacher.eval()
         teacher.requires_grad_(False)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.learning_rate)
-    total = config.epochs * len(batches_with_labels)
-    schedule = _linear_schedule(int(config.warmup_ratio * total), total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        shuffle = torch.Generator().manual_seed(config.seed)
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            order = torch.randperm(len(batches_with_labels), generator=shuffle).tolist()
-            losses = []
-            for index in progress(order, f"QAT epoch {epoch}/{config.epochs}", total=len(order)):
-                feeds, labels = batches_with_labels[index]
-                loss = _loss(model, teacher, feeds, labels, config)
-                if not torch.isfinite(loss):
-                    raise TrtQuantError(
-                        f"QAT diverged (loss {loss.item()} in epoch {epoch}): pass a lower learning rate."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-                optimizer.step()
-                scheduler.step()
-                losses.append(loss.item())
-            mean_loss = sum(losses) / len(losses)
-            log.info("QAT epoch %d/%d: mean training loss %.4f", epoch, config.epochs, mean_loss)
-            last = epoch == config.epochs
-            if config.checkpoint_dir is not None and (config.checkpoint_every_epoch or last):
-                save_checkpoint(model, config.checkpoint_dir / CHECKPOINT_NAME.format(epoch=epoch), epoch)
-            if on_epoch is not None:
-                on_epoch(epoch, mean_loss)
-    model.eval()
-    return model
+    with _global_random_state_kept(), tempfile.TemporaryDirectory(prefix="trt-quant-qat-") as scratch:
+        trainer = _QatTrainer(
+            quantized_model,
+            teacher,
+            config,
+            args=_training_arguments(config, str(config.checkpoint_dir or scratch)),
+            train_dataset=_Batches(batches_with_labels),
+            data_collator=_one_batch,
+        )
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        if sys.stderr.isatty():
+            trainer.add_callback(_Progress)
+        trainer.add_callback(_AfterEpoch(trainer, config, on_epoch))
+        trainer.train()
+    quantized_model.to("cpu")
+    quantized_model.eval()
+    return quantized_model
 
 
 def read_inputs(
@@ -391,6 +519,19 @@ def selection_score(
     return held_out_score(loaded, evaluation, config)
 
 
+def is_main_process() -> bool:
+    """Whether this process writes the artifact: the only one, or the first (rank 0) of a ``torchrun`` or
+    ``accelerate launch`` run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def _scratch_stage(output: Path, overwrite: bool) -> Iterator[Path]:
+    """A throw-away stage for the processes other than the first: they train, the first writes ``output``."""
+    with tempfile.TemporaryDirectory(prefix="trt-quant-qat-stage-") as directory:
+        yield Path(directory)
+
+
 class BestModel:
     """Keeps the weights of the best-scoring model seen: the calibrated model, then each QAT epoch."""
 
@@ -404,15 +545,20 @@ class BestModel:
     def after_epoch(self, epoch: int) -> None:
         """Score the model as it is after ``epoch`` (0: calibrated, before training); keep it if best."""
         self.model.eval()
-        value = self.score(self.model)
+        # The score runs on the CPU: a model training on an accelerator is scored as a CPU copy.
+        on_cpu = all(tensor.device.type == "cpu" for tensor in self.model.state_dict().values())
+        scored = self.model if on_cpu else copy.deepcopy(self.model).to("cpu")
+        value = self.score(scored)
         self.scores.append(value)
         if epoch == 0 or value > max(self.scores[:-1]):
             self.best_epoch = epoch
-            self.best_state = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
+            self.best_state = {
+                name: t.detach().to("cpu", copy=True) for name, t in scored.state_dict().items()
+            }
         log.info("QAT %s: %s %.4f", self.label(epoch), self.metric, value)
 
     def restore(self) -> None:
-        """Load the best weights (and quantizer ranges) back into the model."""
+        """Load the best weights (and quantizer ranges) back into the model (wherever it is)."""
         self.model.load_state_dict(self.best_state)
         self.model.eval()
 
@@ -446,7 +592,7 @@ def qat(
     export_config: ExportConfig | None = None,
     trust_remote_code: bool = False,
     name: str | None = None,
-) -> ConvertReport:
+) -> ConvertReport | None:
     """Quantize ``model``, fine-tune it with its quantizers active on ``train_data``, write an artifact.
 
     Calibration (PTQ) uses ``calib``, or the first training texts when it is None. Labels come from
@@ -455,7 +601,8 @@ def qat(
     None, and for the other tasks, the model learns the float model's outputs. The artifact is written
     exactly as :func:`~trt_quant.convert.convert` writes it (the float ONNX is the model before QAT), and
     its manifest's quantization block gets a "qat" entry. Agreement is measured on ``eval_data`` only:
-    every training row has been seen.
+    every training row has been seen. Under ``torchrun``/``accelerate launch`` every process runs this and
+    trains on its share of the batches; the first writes the artifact, the others return None.
     """
     quant_config = quant_config or QuantConfig()
     qat_config = qat_config or QatConfig()
@@ -480,7 +627,8 @@ def qat(
                 read_inputs(loaded, eval_data, text_column, pair_column).head(EVAL_SAMPLES), loaded.task.name
             )
 
-    with staged_directory(output, overwrite) as stage:
+    main = is_main_process()
+    with (staged_directory if main else _scratch_stage)(output, overwrite) as stage:
         with timer.step("export float"):
             export_float(stage, loaded, calib_batches[0], export_config)
 
@@ -508,6 +656,8 @@ def qat(
                     keeper.after_epoch(epoch)
 
             train_qat(quantized, teacher, batches, qat_config, on_epoch=on_epoch)
+            if not main:
+                return None
             if keeper is not None:
                 keeper.restore()
             if quant_config.int8_embeddings:
@@ -546,4 +696,4 @@ def qat(
     return ConvertReport(output, manifest, timer.finish(), findings)
 
 
-__all__ = ["QatConfig", "load_checkpoint", "qat", "save_checkpoint", "train_qat"]
+__all__ = ["QatConfig", "is_main_process", "load_checkpoint", "qat", "save_checkpoint", "train_qat"]

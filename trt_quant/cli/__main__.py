@@ -1,5 +1,5 @@
-"""``python -m trt_quant.cli.main``: the ``trt-quant`` command."""
+"""``python -m trt_quant.cli``: the ``trt-quant`` command."""
 
-from trt_quant.cli.main.main import main
+from trt_quant.cli.main import main
 
 main()

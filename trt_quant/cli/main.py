@@ -324,7 +324,8 @@ def qat(
         eval_data=eval_data,
         overwrite=overwrite,
     )
-    console.print(reports.convert_summary(report))
+    if report is not None:  # None: a process other than the first of a torchrun run
+        console.print(reports.convert_summary(report))
 
 
 @app.command()
