@@ -211,8 +211,8 @@ def test_accuracy_budget_keeps_sensitive_layers_float(tiny_model, calib_file, tm
     console = Console(width=300, record=True)
     console.print(convert_summary(report))
     expected = (
-        f"cosine>=0.99999: mean cosine vs float 1.0000 float -> {mixed['score']:.4f}; "
-        f"{len(mixed['float_layers'])} layers kept float, {mixed['int8_flop_share']:.0%} of Linear FLOPs in INT8"
+        f"cosine>=0.99999: mean cosine vs float 1.0000 float -> {mixed.score:.4f}; "
+        f"{len(mixed.float_layers)} layers kept float, {mixed.int8_flop_share:.0%} of Linear FLOPs in INT8"
     )
     assert expected in console.export_text()
 
