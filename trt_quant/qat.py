@@ -23,7 +23,6 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from transformers import (
 )
 
 from trt_quant.artifacts import check_name, check_output_dir, staged_directory
-from trt_quant.config import ExportConfig, QuantConfig
+from trt_quant.config import ExportConfig, QatConfig, QuantConfig
 from trt_quant.data import TextData, read_rows, read_texts
 from trt_quant.errors import TrtQuantError
 from trt_quant.models import LoadedModel
@@ -79,58 +78,6 @@ log = logging.getLogger(__name__)
 LABELLED_TASKS = ("text-classification", "token-classification")
 MAX_GRAD_NORM = 1.0
 CHECKPOINT_NAME = "epoch-{epoch:03d}.pt"
-
-
-@dataclass(frozen=True)
-class QatConfig:
-    """How to fine-tune a quantized model.
-
-    AdamW with ``learning_rate`` and ``weight_decay`` (not on biases and LayerNorm weights), warmed up
-    linearly over the first ``warmup_ratio`` of the steps and decayed linearly to zero. ``distill`` adds
-    ``kl_weight`` x KL(float || quantized) of the logits at ``temperature`` (MSE for a single-logit head)
-    and ``hidden_mse_weight`` x MSE of the last hidden states. With ``checkpoint_dir`` a checkpoint is
-    written after every epoch (``checkpoint_every_epoch``) or after the last one only.
-    """
-
-    epochs: int = 3
-    learning_rate: float = 2e-5
-    batch_size: int = 16
-    max_length: int = 128
-    distill: bool = False
-    temperature: float = 2.0
-    kl_weight: float = 1.0
-    hidden_mse_weight: float = 1.0
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    seed: int = 0
-    checkpoint_dir: Path | None = None
-    checkpoint_every_epoch: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise TrtQuantError("QAT needs at least one epoch: pass --epochs N with N >= 1.")
-        if not self.learning_rate > 0:
-            raise TrtQuantError(f"Learning rate {self.learning_rate} is not positive: pass one such as 2e-5.")
-        if self.batch_size < 1:
-            raise TrtQuantError("The batch size must be at least 1: pass --batch-size N with N >= 1.")
-        if self.max_length < 2:
-            raise TrtQuantError("The maximum length must be at least 2 tokens: pass --max-length 2 or more.")
-        if not self.temperature > 0:
-            raise TrtQuantError(f"Temperature {self.temperature} is not positive: pass a value such as 2.")
-        if self.kl_weight < 0 or self.hidden_mse_weight < 0 or self.weight_decay < 0:
-            raise TrtQuantError("Loss weights and weight decay cannot be negative: pass values of 0 or more.")
-        if self.distill and self.kl_weight == 0 and self.hidden_mse_weight == 0:
-            raise TrtQuantError(
-                "Distillation with a KL weight and a hidden-state weight of 0 does nothing: set one above 0 "
-                "or turn distillation off."
-            )
-        if not 0 <= self.warmup_ratio < 1:
-            raise TrtQuantError(f"Warmup ratio {self.warmup_ratio} is out of range: pass a value in [0, 1).")
-        if self.checkpoint_dir is not None:
-            directory = Path(self.checkpoint_dir)
-            if directory.exists() and not directory.is_dir():
-                raise TrtQuantError(f"Checkpoint path {directory} is a file: pass a directory instead.")
-            object.__setattr__(self, "checkpoint_dir", directory)
 
 
 def save_checkpoint(model: TaskModel, path: Path, epoch: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,8 +13,8 @@ from rich.console import Console
 
 from trt_quant.bench.suite import VARIANTS
 from trt_quant.cli import reports
-from trt_quant.cli.options import QUANTIZATION, REPOSITORY, integers
-from trt_quant.config import QuantConfig
+from trt_quant.cli.options import QUANTIZATION, REPOSITORY, TRAINING, integers
+from trt_quant.config import QatConfig, QuantConfig
 from trt_quant.errors import TrtQuantError
 
 app = typer.Typer(
@@ -273,9 +274,11 @@ def _show_warnings() -> None:
 
 @app.command()
 @QUANTIZATION
+@TRAINING
 def qat(
     model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
     quant_config: QuantConfig,
+    qat_config: QatConfig,
     task: Annotated[str, typer.Option(help="The model's task.")],
     train: Annotated[Path, typer.Option(help="Training data with labels.")],
     output: Annotated[Path, typer.Option(help="Artifact directory to write.")],
@@ -288,19 +291,9 @@ def qat(
     eval_data: Annotated[
         Path | None, typer.Option(help="Held-out data to measure INT8 against float.")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
-    learning_rate: Annotated[
-        float, typer.Option(help="Peak learning rate (AdamW, linear warm-up/decay).")
-    ] = 2e-5,
-    train_batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 16,
-    distill: Annotated[
-        bool, typer.Option(help="Distil from the float model (KL on logits, MSE on hidden states).")
-    ] = False,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="Write a checkpoint per epoch here.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a calibrated model with its quantizers active, then export exactly like convert."""
-    from trt_quant.qat import QatConfig
     from trt_quant.qat import qat as run_qat
 
     report = run_qat(
@@ -313,14 +306,7 @@ def qat(
         text_column=text_column,
         pair_column=pair_column,
         quant_config=quant_config,
-        qat_config=QatConfig(
-            epochs=epochs,
-            learning_rate=learning_rate,
-            batch_size=train_batch_size,
-            max_length=quant_config.max_length,
-            distill=distill,
-            checkpoint_dir=checkpoint_dir,
-        ),
+        qat_config=replace(qat_config, max_length=quant_config.max_length),
         eval_data=eval_data,
         overwrite=overwrite,
     )

@@ -14,11 +14,12 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from trt_quant.config import AUTO, CALIBRATION_METHODS, QuantConfig
+from trt_quant.config import AUTO, CALIBRATION_METHODS, QatConfig, QuantConfig
 from trt_quant.errors import TrtQuantError
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -115,6 +116,47 @@ QUANTIZATION = OptionGroup(
     _quant_config,
 )
 """How to quantize and calibrate: shared by ``convert``, ``qat`` and ``analyze``."""
+
+
+def _qat_config(train_batch_size: int, **values: Any) -> QatConfig:
+    return QatConfig(batch_size=train_batch_size, **values)
+
+
+TRAINING = OptionGroup(
+    "qat_config",
+    {
+        "epochs": (Annotated[int, typer.Option(help="Training epochs.")], 3),
+        "learning_rate": (
+            Annotated[float, typer.Option(help="Peak learning rate (AdamW, linear warm-up/decay).")],
+            2e-5,
+        ),
+        "train_batch_size": (Annotated[int, typer.Option(help="Training batch size (per process).")], 16),
+        "weight_decay": (
+            Annotated[float, typer.Option(help="AdamW weight decay (not on biases and LayerNorm weights).")],
+            0.01,
+        ),
+        "warmup_ratio": (Annotated[float, typer.Option(help="Share of the steps to warm up over.")], 0.1),
+        "distill": (
+            Annotated[
+                bool, typer.Option(help="Distil from the float model (KL on logits, MSE on hidden states).")
+            ],
+            False,
+        ),
+        "temperature": (Annotated[float, typer.Option(help="Temperature of the distillation KL term.")], 2.0),
+        "kl_weight": (Annotated[float, typer.Option(help="Weight of the distillation KL term.")], 1.0),
+        "hidden_mse_weight": (
+            Annotated[float, typer.Option(help="Weight of the last hidden states' MSE term.")],
+            1.0,
+        ),
+        "seed": (Annotated[int, typer.Option(help="Seed of the shuffling and the training.")], 0),
+        "checkpoint_dir": (
+            Annotated[Path | None, typer.Option(help="Write a checkpoint per epoch here.")],
+            None,
+        ),
+    },
+    _qat_config,
+)
+"""How to fine-tune with the quantizers active (``qat``); the training length is ``--max-length``."""
 
 
 def _repository_options(preferred_batch: str | None, max_queue_delay: int, **values: Any) -> dict[str, Any]:
