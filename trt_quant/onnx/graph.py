@@ -1,0 +1,253 @@
+"""The one ONNX graph layer: every rewrite of an ONNX graph in trt-quant goes through :func:`edit`.
+
+Rewrites use onnx-graphsurgeon, the TensorRT team's graph-editing library: :func:`edit` imports a model's
+main graph (``gs.import_onnx``), the caller edits nodes and tensors (a tensor knows its producers and
+readers, so no index has to be built and kept current), and on leaving the block the graph is cleaned
+up (nodes nobody reads and unused constants dropped) and exported back into the same ``ModelProto``.
+
+What the export keeps, so that a rewrite changes only what it means to change:
+
+* the model's own fields (IR version, opset imports, producer, metadata, local functions): only the
+  graph is replaced;
+* node order: nodes stay where the rewrite put them (no re-sorting); new nodes go where
+  :func:`insert_before` puts them;
+* initializer order: surviving initializers in their old order, then the new ones in creation order;
+  value_info in its old order;
+* initializer bytes: imported initializers are exported as the very ``TensorProto`` they were, and new
+  ones (:func:`constant`) are built by ``onnx.numpy_helper`` and held as such. Graph surgeon's own
+  Constants hold NumPy arrays, which cannot hold every ONNX type exactly (float8e4m3fn imports with a
+  warning and would be re-cast), so FP8 weights and zero points always travel as ``TensorProto``.
+
+Reading a constant goes through :func:`constant_value` (initializers, Constant nodes, through Identity).
+One thing stays outside graph surgeon on purpose: :class:`ValueIndex`, the producer/reader map of a
+read-only pass (``onnx.check``'s rules report ``TensorProto`` types, FP8 included, and node names; the
+rules edit nothing, so importing the graph would only cost time). It is the only such map in trt-quant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
+from onnx_graphsurgeon.ir.tensor import LazyValues
+from onnx_graphsurgeon.logger import G_LOGGER
+
+__all__ = [
+    "Editor",
+    "ValueIndex",
+    "constant_value",
+    "edit",
+    "producer",
+    "readers",
+    "tensor_proto",
+]
+
+
+class Editor:
+    """A model's main graph open for editing (see :func:`edit`): ``graph`` is the onnx-graphsurgeon graph."""
+
+    def __init__(self, graph: gs.Graph, initializer_names: list[str]) -> None:
+        self.graph = graph
+        self.created: list[str] = []  # names of the constants made by :meth:`constant`, in order
+        self._initializer_names = initializer_names
+        self._names: set[str] | None = None
+
+    def initializers(self) -> list[gs.Constant]:
+        """The graph's initializers still in use: the model's in their stored order, then new ones."""
+        tensors = self.graph.tensors()
+        names = [*self._initializer_names, *self.created]
+        return [tensors[name] for name in dict.fromkeys(names) if isinstance(tensors.get(name), gs.Constant)]
+
+    def unique_name(self, name: str) -> str:
+        """``name``, or ``name_N`` when the graph already has a value of that name; reserved for the caller."""
+        if self._names is None:
+            self._names = set(self.graph.tensors())
+        unique, count = name, 0
+        while unique in self._names:
+            count += 1
+            unique = f"{name}_{count}"
+        self._names.add(unique)
+        return unique
+
+    def constant(self, name: str, values: np.ndarray | onnx.TensorProto) -> gs.Constant:
+        """A new constant (an initializer once exported) named ``name``, made unique in the graph.
+
+        ``values`` is a NumPy array (stored with ``onnx.numpy_helper``) or a ready ``TensorProto`` (any
+        ONNX type, FP8 included); its bytes are exported unchanged."""
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(values if isinstance(values, onnx.TensorProto) else numpy_helper.from_array(values))
+        tensor.name = self.unique_name(name)
+        self.created.append(tensor.name)
+        return gs.Constant(tensor.name, LazyValues(tensor))
+
+    def variable(self, name: str) -> gs.Variable:
+        """A new computed value named ``name`` (made unique), without type information."""
+        return gs.Variable(self.unique_name(name))
+
+    def position(self, node: gs.Node) -> int:
+        """Where ``node`` is in the graph's node list (by identity: graph surgeon compares nodes by value)."""
+        return next(position for position, other in enumerate(self.graph.nodes) if other is node)
+
+    def insert_before(self, anchor: gs.Node, *nodes: gs.Node) -> None:
+        """Put ``nodes`` into the graph right before ``anchor``."""
+        position = self.position(anchor)
+        self.graph.nodes[position:position] = list(nodes)
+
+    def remove(self, node: gs.Node) -> None:
+        """Take ``node`` out of the graph, disconnected from its inputs and outputs."""
+        del self.graph.nodes[self.position(node)]
+        node.inputs.clear()
+        node.outputs.clear()
+
+    def replace_uses(self, old: gs.Tensor, new: gs.Tensor) -> None:
+        """Make every node that reads ``old`` read ``new`` instead."""
+        for reader in list(old.outputs):
+            for slot, tensor in enumerate(reader.inputs):
+                if tensor is old:
+                    reader.inputs[slot] = new
+
+    def replace_outputs(self, old: gs.Tensor, new: gs.Tensor) -> None:
+        """Make the graph output ``old`` (if it is one) ``new``, under ``new``'s name and ``old``'s type."""
+        for position, tensor in enumerate(self.graph.outputs):
+            if tensor is old:
+                new.dtype, new.shape = old.dtype, old.shape
+                self.graph.outputs[position] = new
+
+    def constant_node_to_initializer(self, node: gs.Node) -> gs.Constant:
+        """Replace a Constant node by an initializer of the same name and value; return the initializer."""
+        output = node.outputs[0]
+        values = constant_value(output)
+        assert values is not None, f"Constant node {node.name} has no tensor value"
+        initializer = gs.Constant(output.name, LazyValues(numpy_helper.from_array(values, output.name)))
+        self.created.append(output.name)
+        self.remove(node)
+        self.replace_uses(output, initializer)
+        return initializer
+
+    def bypass(self, node: gs.Node, replacement: gs.Tensor) -> None:
+        """Remove ``node``; its readers read ``replacement`` instead of its (first) output."""
+        self.replace_uses(node.outputs[0], replacement)
+        self.remove(node)
+
+
+@contextlib.contextmanager
+def edit(model: onnx.ModelProto, cleanup: bool = True) -> Iterator[Editor]:
+    """Edit ``model``'s main graph in place through an :class:`Editor`; see the module docstring.
+
+    With ``cleanup`` (the default) nodes whose outputs nobody reads are dropped on export; unused
+    initializers are always dropped."""
+    with G_LOGGER.suppress(G_LOGGER.ERROR):
+        editor = Editor(gs.import_onnx(model), [tensor.name for tensor in model.graph.initializer])
+        yield editor
+        if cleanup:
+            editor.graph.cleanup()
+        exported = gs.export_onnx(editor.graph, do_type_check=False).graph
+    _keep_order(exported, model.graph, editor.created)
+    _unname_attribute_tensors(exported)
+    model.graph.CopyFrom(exported)
+
+
+def _unname_attribute_tensors(graph: onnx.GraphProto) -> None:
+    """Clear the empty name graph surgeon writes into tensor attributes (a Constant's value), as the
+    exporters leave it unset."""
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR and not attribute.t.name:
+                attribute.t.ClearField("name")
+            for subgraph in (
+                [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs
+            ):
+                _unname_attribute_tensors(subgraph)
+
+
+def _keep_order(exported: onnx.GraphProto, original: onnx.GraphProto, created: list[str]) -> None:
+    """Initializers (old ones first, in their old order, then new ones as created) and value_info in
+    ``original``'s order."""
+    rank = {tensor.name: position for position, tensor in enumerate(original.initializer)}
+    offset = len(rank)
+    for position, name in enumerate(created):
+        rank.setdefault(name, offset + position)
+    last = len(rank)
+    initializers = sorted(exported.initializer, key=lambda tensor: rank.get(tensor.name, last))
+    value_rank = {value.name: position for position, value in enumerate(original.value_info)}
+    values = sorted(exported.value_info, key=lambda value: value_rank.get(value.name, len(value_rank)))
+    for repeated, ordered in ((exported.initializer, initializers), (exported.value_info, values)):
+        if [item.name for item in repeated] != [item.name for item in ordered]:
+            kept = [type(item)() for item in ordered]
+            for copy, item in zip(kept, ordered, strict=True):
+                copy.CopyFrom(item)
+            del repeated[:]
+            repeated.extend(kept)
+
+
+def tensor_proto(tensor: gs.Tensor) -> onnx.TensorProto | None:
+    """The ``TensorProto`` behind a constant tensor, directly or through Constant and Identity nodes;
+    None when the value is computed."""
+    seen: set[int] = set()
+    while not isinstance(tensor, gs.Constant):
+        node = producer(tensor)
+        if node is None or id(node) in seen:
+            return None
+        seen.add(id(node))
+        if node.op == "Identity":
+            tensor = node.inputs[0]
+        elif node.op == "Constant" and "value" in node.attrs:
+            tensor = node.attrs["value"]
+        else:
+            return None
+    values = tensor._values
+    if isinstance(values, LazyValues):
+        return values.tensor
+    return numpy_helper.from_array(np.asarray(values), tensor.name)
+
+
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of a constant tensor (initializer, Constant node, through Identity), or None."""
+    proto = tensor_proto(tensor)
+    return None if proto is None else numpy_helper.to_array(proto)
+
+
+def set_values(tensor: gs.Constant, values: np.ndarray) -> None:
+    """Give the constant ``tensor`` new values (stored with ``onnx.numpy_helper``)."""
+    tensor.values = LazyValues(numpy_helper.from_array(values, tensor.name))
+
+
+def attribute_key(node: gs.Node) -> tuple[bytes, ...]:
+    """The node's attributes as ONNX would store them: equal keys mean equal attributes."""
+    return tuple(attribute.SerializeToString() for attribute in OnnxExporter.export_attributes(node.attrs))
+
+
+def producer(tensor: gs.Tensor) -> gs.Node | None:
+    """The node that computes ``tensor`` (None for graph inputs and constants)."""
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def readers(tensor: gs.Tensor) -> list[gs.Node]:
+    """The nodes that read ``tensor``."""
+    return list(tensor.outputs)
+
+
+@dataclass
+class ValueIndex:
+    """Producer, readers and constant tensors of every value of a graph, for read-only passes."""
+
+    graph: onnx.GraphProto
+    producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+    tensors: dict[str, onnx.TensorProto] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, graph: onnx.GraphProto) -> ValueIndex:
+        index = cls(graph, tensors={tensor.name: tensor for tensor in graph.initializer})
+        for node in graph.node:
+            for name in node.output:
+                index.producer[name] = node
+            for name in node.input:
+                index.consumers.setdefault(name, []).append(node)
+        return index
