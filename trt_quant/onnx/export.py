@@ -157,7 +157,7 @@ def store_fp8_weights(model: onnx.ModelProto, scales: dict[str, tuple[Any, int]]
 
     stored = 0
     with graph.edit(model) as editor:
-        _bypass_initializer_identities(editor)
+        editor.inline_initializer_identities()
         for tensor in editor.initializers():
             proto = graph.tensor_proto(tensor)
             readers = graph.readers(tensor)
@@ -204,20 +204,6 @@ def store_fp8_weights(model: onnx.ModelProto, scales: dict[str, tuple[Any, int]]
             editor.replace_uses(tensor, dequantized)
             stored += 1
     return stored
-
-
-def _bypass_initializer_identities(editor: graph.Editor) -> None:
-    """Let readers of an Identity of an initializer read the initializer itself: the exporter reads a
-    parameter used by several modules (ALBERT's shared layer) through one Identity per extra use, which
-    would hide those uses from the weight rewrites."""
-    outputs = {tensor.name for tensor in editor.graph.outputs}
-    for node in list(editor.graph.nodes):
-        if (
-            node.op == "Identity"
-            and isinstance(node.inputs[0], gs.Constant)
-            and node.outputs[0].name not in outputs
-        ):
-            editor.bypass(node, node.inputs[0])
 
 
 def _fp8_tensor(values: np.ndarray) -> onnx.TensorProto:

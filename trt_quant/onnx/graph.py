@@ -135,6 +135,19 @@ class Editor:
         self.replace_uses(node.outputs[0], replacement)
         self.remove(node)
 
+    def inline_initializer_identities(self) -> int:
+        """Let the readers of an Identity of an initializer read the initializer itself; return how many
+        Identities went. The exporter reads a parameter used by several modules (ALBERT's shared layer)
+        through one Identity per extra use, which would hide those uses from constant rewrites."""
+        outputs = {tensor.name for tensor in self.graph.outputs}
+        inlined = 0
+        for node in list(self.graph.nodes):
+            source = node.inputs[0] if node.op == "Identity" and node.inputs else None
+            if isinstance(source, gs.Constant) and node.outputs[0].name not in outputs:
+                self.bypass(node, source)
+                inlined += 1
+        return inlined
+
 
 @contextlib.contextmanager
 def edit(model: onnx.ModelProto, cleanup: bool = True) -> Iterator[Editor]:
