@@ -116,19 +116,30 @@ class Editor:
         """Make the graph output ``old`` (if it is one) ``new``, under ``new``'s name and ``old``'s type."""
         for position, tensor in enumerate(self.graph.outputs):
             if tensor is old:
-                new.dtype, new.shape = old.dtype, old.shape
+                if isinstance(new, gs.Variable):
+                    new.dtype, new.shape = old.dtype, old.shape
                 self.graph.outputs[position] = new
+
+    def replace_with_constant(self, node: gs.Node, values: np.ndarray) -> gs.Constant:
+        """Remove ``node``; its (first) output becomes a constant of the same name holding ``values``."""
+        output = node.outputs[0]
+        constant = gs.Constant(output.name, LazyValues(numpy_helper.from_array(values, output.name)))
+        self.created.append(output.name)
+        self.bypass(node, constant)
+        self.replace_outputs(output, constant)
+        return constant
 
     def constant_node_to_initializer(self, node: gs.Node) -> gs.Constant:
         """Replace a Constant node by an initializer of the same name and value; return the initializer."""
-        output = node.outputs[0]
-        values = constant_value(output)
+        values = constant_value(node.outputs[0])
         assert values is not None, f"Constant node {node.name} has no tensor value"
-        initializer = gs.Constant(output.name, LazyValues(numpy_helper.from_array(values, output.name)))
-        self.created.append(output.name)
+        return self.replace_with_constant(node, values)
+
+    def replace_node(self, node: gs.Node, *nodes: gs.Node) -> None:
+        """Put ``nodes`` where ``node`` is and remove ``node`` (``nodes`` may take over its outputs)."""
+        position = self.position(node)
         self.remove(node)
-        self.replace_uses(output, initializer)
-        return initializer
+        self.graph.nodes[position:position] = list(nodes)
 
     def bypass(self, node: gs.Node, replacement: gs.Tensor) -> None:
         """Remove ``node``; its readers read ``replacement`` instead of its (first) output."""
