@@ -29,11 +29,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues
 from onnx_graphsurgeon.logger import G_LOGGER
@@ -41,10 +42,14 @@ from onnx_graphsurgeon.logger import G_LOGGER
 __all__ = [
     "Editor",
     "ValueIndex",
+    "attribute_key",
+    "constant_node_proto",
+    "constant_node_value",
     "constant_value",
     "edit",
     "producer",
     "readers",
+    "set_values",
     "tensor_proto",
 ]
 
@@ -210,25 +215,48 @@ def _keep_order(exported: onnx.GraphProto, original: onnx.GraphProto, created: l
             repeated.extend(kept)
 
 
-def tensor_proto(tensor: gs.Tensor) -> onnx.TensorProto | None:
-    """The ``TensorProto`` behind a constant tensor, directly or through Constant and Identity nodes;
-    None when the value is computed."""
+def tensor_proto(tensor: gs.Tensor, through_identity: bool = True) -> onnx.TensorProto | None:
+    """The ``TensorProto`` behind a constant tensor: an initializer or a Constant node's value, also
+    through Identity nodes unless ``through_identity`` is False; None when the value is computed."""
     seen: set[int] = set()
     while not isinstance(tensor, gs.Constant):
         node = producer(tensor)
         if node is None or id(node) in seen:
             return None
         seen.add(id(node))
-        if node.op == "Identity":
+        if node.op == "Identity" and through_identity:
             tensor = node.inputs[0]
-        elif node.op == "Constant" and "value" in node.attrs:
-            tensor = node.attrs["value"]
+        elif node.op == "Constant":
+            return constant_node_value(node)
         else:
             return None
-    values = tensor._values
+    return _proto(tensor)
+
+
+_SCALAR_ATTRIBUTES = {
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
+}
+
+
+def constant_node_value(node: gs.Node) -> onnx.TensorProto | None:
+    """The value of a Constant node as a tensor (None for sparse or string constants)."""
+    value = node.attrs.get("value")
+    if isinstance(value, gs.Constant):
+        return _proto(value)
+    for name, dtype in _SCALAR_ATTRIBUTES.items():
+        if name in node.attrs:
+            return numpy_helper.from_array(np.array(node.attrs[name], dtype=dtype))
+    return None
+
+
+def _proto(constant: gs.Constant) -> onnx.TensorProto:
+    values = constant._values
     if isinstance(values, LazyValues):
         return values.tensor
-    return numpy_helper.from_array(np.asarray(values), tensor.name)
+    return numpy_helper.from_array(np.asarray(values), constant.name)
 
 
 def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
@@ -237,9 +265,12 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     return None if proto is None else numpy_helper.to_array(proto)
 
 
-def set_values(tensor: gs.Constant, values: np.ndarray) -> None:
-    """Give the constant ``tensor`` new values (stored with ``onnx.numpy_helper``)."""
-    tensor.values = LazyValues(numpy_helper.from_array(values, tensor.name))
+def set_values(tensor: gs.Constant, values: np.ndarray | onnx.TensorProto) -> None:
+    """Give the constant ``tensor`` new values: an array (stored with ``onnx.numpy_helper``) or a tensor."""
+    stored = onnx.TensorProto()
+    stored.CopyFrom(values if isinstance(values, onnx.TensorProto) else numpy_helper.from_array(values))
+    stored.name = tensor.name
+    tensor.values = LazyValues(stored)
 
 
 def attribute_key(node: gs.Node) -> tuple[bytes, ...]:
@@ -257,6 +288,9 @@ def readers(tensor: gs.Tensor) -> list[gs.Node]:
     return list(tensor.outputs)
 
 
+_Index = TypeVar("_Index", bound="ValueIndex")
+
+
 @dataclass
 class ValueIndex:
     """Producer, readers and constant tensors of every value of a graph, for read-only passes."""
@@ -264,14 +298,40 @@ class ValueIndex:
     graph: onnx.GraphProto
     producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
-    tensors: dict[str, onnx.TensorProto] = field(default_factory=dict)
+    tensors: dict[str, onnx.TensorProto] = field(default_factory=dict)  # initializers, Constant outputs
 
     @classmethod
-    def of(cls, graph: onnx.GraphProto) -> ValueIndex:
+    def of(cls: type[_Index], graph: onnx.GraphProto) -> _Index:
+        """Index the main graph (subgraphs are not indexed)."""
         index = cls(graph, tensors={tensor.name: tensor for tensor in graph.initializer})
         for node in graph.node:
             for name in node.output:
                 index.producer[name] = node
             for name in node.input:
                 index.consumers.setdefault(name, []).append(node)
+            value = constant_node_proto(node) if node.op_type == "Constant" and node.output else None
+            if value is not None:
+                index.tensors[node.output[0]] = value
         return index
+
+    def constant(self, name: str) -> onnx.TensorProto | None:
+        """The constant tensor behind ``name`` (following Identity nodes), or None if it is computed."""
+        seen: set[str] = set()
+        while name not in self.tensors:
+            node = self.producer.get(name)
+            if node is None or node.op_type != "Identity" or name in seen:
+                return None
+            seen.add(name)
+            name = node.input[0]
+        return self.tensors[name]
+
+
+def constant_node_proto(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    """The value of a Constant ``NodeProto`` as a tensor (None for sparse or string constants)."""
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            return attribute.t
+        if attribute.name in _SCALAR_ATTRIBUTES:
+            values = np.array(helper.get_attribute_value(attribute), dtype=_SCALAR_ATTRIBUTES[attribute.name])
+            return numpy_helper.from_array(values)
+    return None
