@@ -176,10 +176,49 @@ def edit(model: onnx.ModelProto, cleanup: bool = True) -> Iterator[Editor]:
         yield editor
         if cleanup:
             editor.graph.cleanup()
-        exported = gs.export_onnx(editor.graph, do_type_check=False).graph
-    _keep_order(exported, model.graph, editor.created)
-    _unname_attribute_tensors(exported)
-    model.graph.CopyFrom(exported)
+        _export_into(model.graph, editor.graph, editor.created)
+
+
+def _export_into(target: onnx.GraphProto, graph: gs.Graph, created: list[str]) -> None:
+    """Write ``graph`` back into ``target``, the graph it was imported from.
+
+    Graph surgeon's exporter builds a new ``GraphProto``, copying every weight twice; here unchanged
+    initializers stay the very messages they were (a 110M-parameter graph is not copied), changed ones
+    are overwritten in place, new ones appended in creation order. Value infos keep their old order.
+    """
+    tensors = graph.tensors()
+    constants = {name: tensor for name, tensor in tensors.items() if isinstance(tensor, gs.Constant)}
+    for position in reversed(range(len(target.initializer))):
+        stored = target.initializer[position]
+        constant = constants.pop(stored.name, None)
+        if constant is None:
+            del target.initializer[position]
+        elif not (isinstance(constant._values, LazyValues) and constant._values.tensor is stored):
+            stored.CopyFrom(OnnxExporter.export_tensor_proto(constant))
+    rank = {name: position for position, name in enumerate(created)}
+    for name in sorted(constants, key=lambda name: rank.get(name, len(rank))):
+        target.initializer.append(OnnxExporter.export_tensor_proto(constants[name]))
+    io_names = {tensor.name for tensor in [*graph.inputs, *graph.outputs]}
+    value_order = {value.name: position for position, value in enumerate(target.value_info)}
+    typed = [
+        tensor
+        for name, tensor in tensors.items()
+        if name not in io_names
+        and isinstance(tensor, gs.Variable)
+        and (tensor.dtype is not None or tensor.shape is not None)
+    ]
+    typed.sort(key=lambda tensor: value_order.get(tensor.name, len(value_order)))
+    nodes = [OnnxExporter.export_node(node) for node in graph.nodes]
+    for field_name, items in (
+        ("node", nodes),
+        ("input", [OnnxExporter.export_value_info_proto(tensor, False) for tensor in graph.inputs]),
+        ("output", [OnnxExporter.export_value_info_proto(tensor, False) for tensor in graph.outputs]),
+        ("value_info", [OnnxExporter.export_value_info_proto(tensor, False) for tensor in typed]),
+    ):
+        repeated = getattr(target, field_name)
+        del repeated[:]
+        repeated.extend(items)
+    _unname_attribute_tensors(target)
 
 
 def _unname_attribute_tensors(graph: onnx.GraphProto) -> None:
