@@ -1,27 +1,34 @@
 """The one ONNX graph layer: every rewrite of an ONNX graph in trt-quant goes through :func:`edit`.
 
 Rewrites use onnx-graphsurgeon, the TensorRT team's graph-editing library: :func:`edit` imports a model's
-main graph (``gs.import_onnx``), the caller edits nodes and tensors (a tensor knows its producers and
-readers, so no index has to be built and kept current), and on leaving the block the graph is cleaned
-up (nodes nobody reads and unused constants dropped) and exported back into the same ``ModelProto``.
+main graph (``gs.import_onnx``), the caller edits nodes and tensors through an :class:`Editor` (a tensor
+knows its producer and readers, so no index has to be built and kept current), and on leaving the block
+the graph is cleaned up (``Graph.cleanup``: nodes that no output needs) and written back into the same
+``ModelProto``. Initializers that no node reads any more are always dropped.
 
-What the export keeps, so that a rewrite changes only what it means to change:
+The write-back is ours, not ``gs.export_onnx``, which builds a new model and copies every weight on the
+way (three copies of a 110M-parameter graph per edit). It keeps what a rewrite does not mean to change:
 
 * the model's own fields (IR version, opset imports, producer, metadata, local functions): only the
-  graph is replaced;
-* node order: nodes stay where the rewrite put them (no re-sorting); new nodes go where
-  :func:`insert_before` puts them;
-* initializer order: surviving initializers in their old order, then the new ones in creation order;
-  value_info in its old order;
-* initializer bytes: imported initializers are exported as the very ``TensorProto`` they were, and new
-  ones (:func:`constant`) are built by ``onnx.numpy_helper`` and held as such. Graph surgeon's own
-  Constants hold NumPy arrays, which cannot hold every ONNX type exactly (float8e4m3fn imports with a
-  warning and would be re-cast), so FP8 weights and zero points always travel as ``TensorProto``.
+  graph's nodes, inputs, outputs, value infos and initializers are rewritten;
+* node order: nodes stay where the rewrite put them (no re-sorting; :meth:`Editor.insert_before`);
+* initializers: unchanged ones stay the very messages they were, in their old order; new ones
+  (:meth:`Editor.constant`) follow in creation order; value infos keep their old order.
 
-Reading a constant goes through :func:`constant_value` (initializers, Constant nodes, through Identity).
-One thing stays outside graph surgeon on purpose: :class:`ValueIndex`, the producer/reader map of a
-read-only pass (``onnx.check``'s rules report ``TensorProto`` types, FP8 included, and node names; the
-rules edit nothing, so importing the graph would only cost time). It is the only such map in trt-quant.
+Constants are held as ``TensorProto`` (graph surgeon's ``LazyValues``), never as decoded NumPy arrays:
+untouched weights are not decoded and re-encoded, and new ones are encoded by ``onnx.numpy_helper`` (or
+given as a ready ``TensorProto``), so the graphs, and the artifacts' checksums, are byte for byte what
+the hand-written rewrites produced. (Tested with 0.6.1: graph surgeon does load float8e4m3fn and bfloat16
+initializers as ml_dtypes arrays and exports them with their type and values, while logging that they
+"will be casted"; an FP8 zero point written as ``int32_data`` would come back as ``raw_data``.)
+Values are read with :func:`constant_value` / :func:`tensor_proto` (initializer, Constant node, through
+Identity). Graph surgeon infers no types: the half-precision conversion still takes element types from
+ONNX shape inference.
+
+One read-only map stays outside graph surgeon on purpose: :class:`ValueIndex` (producer, readers and
+constants by name), for ``onnx.check``, whose rules edit nothing, report ``TensorProto`` types (FP8
+included) and node names, and run on every file ``trt-quant check`` is given; importing the graph would
+only add time. It is the only such map in trt-quant.
 """
 
 from __future__ import annotations
