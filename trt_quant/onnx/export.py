@@ -93,10 +93,10 @@ def export_quantized(
     from trt_quant.quantize.quantizers import fp8_weights_for_export
 
     with fp8_weights_for_export(model) as scales:
-        graph = export_onnx(model, example, path, opset)
-    standard_fp8_qdq(graph)
-    static_output_dims(graph)
-    return graph, scales
+        exported = export_onnx(model, example, path, opset)
+    standard_fp8_qdq(exported)
+    static_output_dims(exported)
+    return exported, scales
 
 
 def static_output_dims(model: onnx.ModelProto) -> None:
