@@ -26,9 +26,9 @@ Identity). Graph surgeon infers no types: the half-precision conversion still ta
 ONNX shape inference.
 
 One read-only map stays outside graph surgeon on purpose: :class:`ValueIndex` (producer, readers and
-constants by name), for ``onnx.check``, whose rules edit nothing, report ``TensorProto`` types (FP8
-included) and node names, and run on every file ``trt-quant check`` is given; importing the graph would
-only add time. It is the only such map in trt-quant.
+constants by name), for passes that edit nothing: ``onnx.check``'s rules (they report ``TensorProto``
+types, FP8 included, and node names, on every file ``trt-quant check`` is given) and the engine's layer
+report; importing the graph would only add time. It is the only such map in trt-quant.
 """
 
 from __future__ import annotations
