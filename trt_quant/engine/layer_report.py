@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import onnx
 
 from trt_quant.errors import TrtQuantError
+from trt_quant.onnx import graph
 
 ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
 INT8_FORMAT = re.compile(
@@ -79,34 +80,25 @@ def _layer(layer: dict) -> EngineLayer:
     )
 
 
-class _Graph:
-    """Producers of the tensors of an ONNX graph and which tensors are constants."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.nodes = list(model.graph.node)
-        self.producer = {output: node for node in self.nodes for output in node.output}
-        self.constants = {initializer.name for initializer in model.graph.initializer}
-        self.constants |= {node.output[0] for node in self.nodes if node.op_type == "Constant"}
-
-    def source(self, tensor: str, skip: Sequence[str]) -> onnx.NodeProto | None:
-        """The node producing ``tensor``, looking through nodes of the ``skip`` types (first inputs)."""
-        node = self.producer.get(tensor)
-        while node is not None and node.op_type in skip and node.input:
-            node = self.producer.get(node.input[0])
-        return node
+def _source(index: graph.ValueIndex, tensor: str, skip: Sequence[str]) -> onnx.NodeProto | None:
+    """The node producing ``tensor``, looking through nodes of the ``skip`` types (first inputs)."""
+    node = index.producer.get(tensor)
+    while node is not None and node.op_type in skip and node.input:
+        node = index.producer.get(node.input[0])
+    return node
 
 
 def quantized_linears(model: onnx.ModelProto) -> list[str]:
     """Names of the MatMul/Gemm nodes whose weight is a dequantized constant (the quantized Linears)."""
-    graph = _Graph(model)
+    index = graph.ValueIndex.of(model.graph)
     names = []
-    for node in graph.nodes:
+    for node in model.graph.node:
         if node.op_type in MATMULS and len(node.input) > 1:
-            weight = graph.source(node.input[1], PASS_THROUGH)
+            weight = _source(index, node.input[1], PASS_THROUGH)
             if (
                 weight is not None
                 and weight.op_type == "DequantizeLinear"
-                and weight.input[0] in graph.constants
+                and weight.input[0] in index.tensors
             ):
                 names.append(node.name)
     return names
@@ -115,15 +107,11 @@ def quantized_linears(model: onnx.ModelProto) -> list[str]:
 def attention_blocks(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """(scores MatMul, context MatMul) around each Softmax: the MatMul that feeds it (through the scale,
     mask and casts) and the MatMul reading its output (through casts and Q/DQ)."""
-    graph = _Graph(model)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.nodes:
-        for tensor in node.input:
-            consumers.setdefault(tensor, []).append(node)
+    index = graph.ValueIndex.of(model.graph)
     blocks = []
-    for softmax in (node for node in graph.nodes if node.op_type == "Softmax"):
-        scores = graph.source(softmax.input[0], SCORE_OPS)
-        context = next(_downstream(softmax.output[0], consumers), None)
+    for softmax in (node for node in model.graph.node if node.op_type == "Softmax"):
+        scores = _source(index, softmax.input[0], SCORE_OPS)
+        context = next(_downstream(softmax.output[0], index.consumers), None)
         if scores is not None and scores.op_type in MATMULS and context is not None:
             blocks.append((scores.name, context.name))
     return blocks

@@ -1,9 +1,10 @@
 """TensorRT explicit-quantization rules checked on an ONNX graph, with a node name in every finding.
 
 ``check_model`` runs small independent rules over a prebuilt index of the main graph (producers,
-consumers, constant tensors) and returns the findings in graph order: model-level findings first, then
-graph inputs, then nodes. ``check_onnx`` does the same for a file and raises ``ArtifactError`` when the
-file is missing or is not a valid ONNX model. Subgraphs (``If``/``Loop`` bodies) are not inspected.
+consumers, constant tensors: :class:`~trt_quant.onnx.graph.ValueIndex`) and returns the findings in
+graph order: model-level findings first, then graph inputs, then nodes. ``check_onnx`` does the same
+for a file and raises ``ArtifactError`` when the file is missing or is not a valid ONNX model.
+Subgraphs (``If``/``Loop`` bodies) are not inspected.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from trt_quant.errors import ArtifactError
+from trt_quant.onnx import graph
 
 # Operators marked "Y" in the onnx-tensorrt operator support matrix: onnx/onnx-tensorrt docs/operators.md,
 # branch 10.1-GA (commit 96e781103cfc, "ONNX-TensorRT 10.1 GA release", June 2024), which covers TensorRT 10
@@ -66,26 +68,11 @@ class Finding:
     message: str
 
 
-@dataclass(frozen=True)
-class _GraphIndex:
-    """The main graph with lookups the rules share."""
+@dataclass
+class _GraphIndex(graph.ValueIndex):
+    """The main graph with the lookups the rules share (see :class:`~trt_quant.onnx.graph.ValueIndex`)."""
 
-    graph: onnx.GraphProto
-    opset: int | None  # default-domain opset version, None when not imported
-    producer: dict[str, onnx.NodeProto]
-    consumers: dict[str, list[onnx.NodeProto]]
-    tensors: dict[str, onnx.TensorProto]  # initializers and Constant-node outputs
-
-    def constant(self, name: str) -> onnx.TensorProto | None:
-        """The constant tensor behind ``name`` (following Identity nodes), or None if it is computed."""
-        seen: set[str] = set()
-        while name not in self.tensors:
-            node = self.producer.get(name)
-            if node is None or node.op_type != "Identity" or name in seen:
-                return None
-            seen.add(name)
-            name = node.input[0]
-        return self.tensors[name]
+    opset: int | None = None  # default-domain opset version, None when not imported
 
     def qdq_nodes(self, op_types: tuple[str, ...] = _QDQ_OPS) -> Iterator[onnx.NodeProto]:
         """QuantizeLinear and DequantizeLinear nodes (those with a scale input), in graph order."""
@@ -105,32 +92,10 @@ def _type_name(data_type: int) -> str:
     return TensorProto.DataType.Name(data_type)
 
 
-def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
-    """The value of a Constant node as a tensor (None for sparse or string constants)."""
-    for attr in node.attribute:
-        if attr.name == "value":
-            return attr.t
-        if attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
-            dtype = np.float32 if attr.name.startswith("value_float") else np.int64
-            return numpy_helper.from_array(np.array(helper.get_attribute_value(attr), dtype=dtype))
-    return None
-
-
 def _build_index(model: onnx.ModelProto) -> _GraphIndex:
-    graph = model.graph
-    producer: dict[str, onnx.NodeProto] = {}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    tensors = {init.name: init for init in graph.initializer}
-    for node in graph.node:
-        for name in node.output:
-            producer[name] = node
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-        value = _constant_tensor(node) if node.op_type == "Constant" and node.output else None
-        if value is not None:
-            tensors[node.output[0]] = value
-    opset = next((op.version for op in model.opset_import if op.domain in _DEFAULT_DOMAINS), None)
-    return _GraphIndex(graph, opset, producer, consumers, tensors)
+    index = _GraphIndex.of(model.graph)
+    index.opset = next((op.version for op in model.opset_import if op.domain in _DEFAULT_DOMAINS), None)
+    return index
 
 
 def _values(tensor: onnx.TensorProto) -> np.ndarray:

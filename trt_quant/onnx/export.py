@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,13 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import torch
 from onnx import helper, numpy_helper
 
 from trt_quant.artifacts import TensorSpec
 from trt_quant.errors import TrtQuantError
+from trt_quant.onnx import graph
 from trt_quant.tasks.base import TaskModel
 
 BATCH_AXIS = "batch"
@@ -92,10 +93,10 @@ def export_quantized(
     from trt_quant.quantize.quantizers import fp8_weights_for_export
 
     with fp8_weights_for_export(model) as scales:
-        graph = export_onnx(model, example, path, opset)
-    standard_fp8_qdq(graph)
-    static_output_dims(graph)
-    return graph, scales
+        exported = export_onnx(model, example, path, opset)
+    standard_fp8_qdq(exported)
+    static_output_dims(exported)
+    return exported, scales
 
 
 def static_output_dims(model: onnx.ModelProto) -> None:
@@ -118,32 +119,30 @@ def standard_fp8_qdq(model: onnx.ModelProto) -> int:
     """Replace Model Optimizer's ``trt::TRT_FP8QuantizeLinear``/``TRT_FP8DequantizeLinear`` by standard
     QuantizeLinear/DequantizeLinear with a float8e4m3fn zero point of 0 and their scales as initializers
     (as the INT8 export has them); return how many were replaced."""
-    graph = model.graph
-    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
     replaced = 0
-    for node in graph.node:
-        if node.domain != "trt" or node.op_type not in _TRT_FP8_OPS:
-            continue
-        zero_point = f"{node.name or node.output[0]}_fp8_zero_point"
-        graph.initializer.append(helper.make_tensor(zero_point, onnx.TensorProto.FLOAT8E4M3FN, [], [0.0]))
-        node.name = node.name.replace(node.op_type, _TRT_FP8_OPS[node.op_type])
-        node.op_type, node.domain = _TRT_FP8_OPS[node.op_type], ""
-        del node.input[2:]
-        node.input.append(zero_point)
-        del node.attribute[:]
-        scale = constants.pop(node.input[1], None)
-        if scale is not None:
-            graph.initializer.append(
-                numpy_helper.from_array(numpy_helper.to_array(scale.attribute[0].t), scale.output[0])
+    with graph.edit(model, cleanup=False) as editor:
+        for node in list(editor.graph.nodes):
+            if node.domain != "trt" or node.op not in _TRT_FP8_OPS:
+                continue
+            zero_point = editor.constant(
+                f"{node.name or node.outputs[0].name}_fp8_zero_point",
+                helper.make_tensor("", onnx.TensorProto.FLOAT8E4M3FN, [], [0.0]),
             )
-            graph.node.remove(scale)
-        replaced += 1
-    if replaced:
-        fp8_values = {node.output[0] for node in graph.node if node.op_type == "QuantizeLinear"}
-        kept = [value for value in graph.value_info if value.name not in fp8_values]
-        del graph.value_info[:]
-        graph.value_info.extend(kept)
-    uses_trt = any(node.domain == "trt" for node in graph.node)
+            node.name = node.name.replace(node.op, _TRT_FP8_OPS[node.op])
+            node.op, node.domain = _TRT_FP8_OPS[node.op], ""
+            while len(node.inputs) > 2:
+                node.inputs.pop()
+            node.inputs.append(zero_point)
+            node.attrs.clear()
+            scale_node = graph.producer(node.inputs[1])
+            if scale_node is not None and scale_node.op == "Constant":
+                editor.constant_node_to_initializer(scale_node)
+            replaced += 1
+        if replaced:  # the exporter typed FP8 outputs as uint8
+            for node in editor.graph.nodes:
+                if node.op == "QuantizeLinear":
+                    node.outputs[0].dtype, node.outputs[0].shape = None, None
+    uses_trt = any(node.domain == "trt" for node in model.graph.node)
     kept_opsets = [entry for entry in model.opset_import if entry.domain != "trt" or uses_trt]
     del model.opset_import[:]
     model.opset_import.extend(kept_opsets)
@@ -156,117 +155,64 @@ def store_fp8_weights(model: onnx.ModelProto, scales: dict[str, tuple[Any, int]]
     axis; return how many. The values are already on the FP8 grid, so the stored weights are exact."""
     from trt_quant.quantize.quantizers import weight_fingerprint
 
-    graph = model.graph
-    _bypass_initializer_identities(graph)
-    index = _GraphIndex(graph)
     stored = 0
-    for name, tensor in list(index.initializers.items()):
-        readers = index.consumers.get(name, [])
-        if len(tensor.dims) != 2 or tensor.data_type != onnx.TensorProto.FLOAT or not readers:
-            continue
-        if not all(
-            node.op_type in ("MatMul", "Gemm") and list(node.input[1:2]) == [name] for node in readers
-        ):
-            continue
-        weight = numpy_helper.to_array(tensor)
-        found = scales.get(weight_fingerprint(weight))
-        if found is None:
-            continue
-        scale = np.asarray(found[0], dtype=np.float32).reshape(-1)
-        axis = found[1]
-        shape = [1, 1]
-        shape[axis] = scale.size
-        stored_name = f"{name}_fp8"
-        fp8 = (weight / scale.reshape(shape)).astype(ml_dtypes.float8_e4m3fn)
-        graph.initializer.extend(
-            [
-                _fp8_tensor(fp8, stored_name),
-                numpy_helper.from_array(scale, f"{name}_fp8_scale"),
-                helper.make_tensor(
-                    f"{name}_fp8_zero_point", onnx.TensorProto.FLOAT8E4M3FN, [scale.size], [0.0] * scale.size
-                ),
-            ]
-        )
-        dequantized = f"{name}_dequantized"
-        position = min(list(graph.node).index(node) for node in readers)
-        graph.node.insert(
-            position,
-            helper.make_node(
+    with graph.edit(model) as editor:
+        editor.inline_initializer_identities()
+        for tensor in editor.initializers():
+            proto = graph.tensor_proto(tensor)
+            readers = graph.readers(tensor)
+            if (
+                proto is None
+                or len(proto.dims) != 2
+                or proto.data_type != onnx.TensorProto.FLOAT
+                or not readers
+            ):
+                continue
+            if not all(
+                node.op in ("MatMul", "Gemm") and len(node.inputs) > 1 and node.inputs[1] is tensor
+                for node in readers
+            ):
+                continue
+            weight = numpy_helper.to_array(proto)
+            found = scales.get(weight_fingerprint(weight))
+            if found is None:
+                continue
+            scale = np.asarray(found[0], dtype=np.float32).reshape(-1)
+            axis = found[1]
+            shape = [1, 1]
+            shape[axis] = scale.size
+            fp8 = (weight / scale.reshape(shape)).astype(ml_dtypes.float8_e4m3fn)
+            name = tensor.name
+            dequantized = editor.variable(f"{name}_dequantized")
+            dequantize = gs.Node(
                 "DequantizeLinear",
-                [stored_name, f"{name}_fp8_scale", f"{name}_fp8_zero_point"],
-                [dequantized],
                 name=f"{name}/DequantizeLinear",
-                axis=axis,
-            ),
-        )
-        for node in readers:
-            node.input[1] = dequantized
-        stored += 1
-    remove_unused(model)
+                attrs={"axis": axis},
+                inputs=[
+                    editor.constant(f"{name}_fp8", _fp8_tensor(fp8)),
+                    editor.constant(f"{name}_fp8_scale", scale),
+                    editor.constant(
+                        f"{name}_fp8_zero_point",
+                        helper.make_tensor(
+                            "", onnx.TensorProto.FLOAT8E4M3FN, [scale.size], [0.0] * scale.size
+                        ),
+                    ),
+                ],
+                outputs=[dequantized],
+            )
+            editor.insert_before(min(readers, key=editor.position), dequantize)
+            editor.replace_uses(tensor, dequantized)
+            stored += 1
     return stored
 
 
-def _bypass_initializer_identities(graph: onnx.GraphProto) -> None:
-    """Let readers of an Identity of an initializer read the initializer itself: the exporter reads a
-    parameter used by several modules (ALBERT's shared layer) through one Identity per extra use, which
-    would hide those uses from the weight rewrites."""
-    initializers = {tensor.name for tensor in graph.initializer}
-    outputs = {value.name for value in graph.output}
-    alias: dict[str, str] = {}
-    for node in list(graph.node):
-        source = alias.get(node.input[0], node.input[0]) if node.input else ""
-        if node.op_type == "Identity" and source in initializers and node.output[0] not in outputs:
-            alias[node.output[0]] = source
-            graph.node.remove(node)
-    for node in graph.node:
-        for position, name in enumerate(node.input):
-            if name in alias:
-                node.input[position] = alias[name]
-
-
-def _fp8_tensor(values: np.ndarray, name: str) -> onnx.TensorProto:
-    """A float8e4m3fn initializer holding ``values`` (an ml_dtypes float8_e4m3fn array) as raw bytes."""
+def _fp8_tensor(values: np.ndarray) -> onnx.TensorProto:
+    """A float8e4m3fn tensor holding ``values`` (an ml_dtypes float8_e4m3fn array) as raw bytes."""
     tensor = onnx.TensorProto()
-    tensor.name = name
     tensor.data_type = onnx.TensorProto.FLOAT8E4M3FN
     tensor.dims.extend(values.shape)
     tensor.raw_data = np.ascontiguousarray(values).view(np.uint8).tobytes()
     return tensor
-
-
-class _GraphIndex:
-    """Producers, consumers and constant values of a graph, for small rewrites."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.graph = graph
-        self.initializers = {tensor.name: tensor for tensor in graph.initializer}
-        self.producer = {output: node for node in graph.node for output in node.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in graph.node:
-            for name in node.input:
-                self.consumers[name].append(node)
-
-    def constant(self, name: str) -> np.ndarray | None:
-        if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        if node is not None and node.op_type == "Identity":
-            return self.constant(node.input[0])
-        return None
-
-
-def _axis(node: onnx.NodeProto) -> int:
-    return next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 1)
-
-
-def _set_axis(node: onnx.NodeProto, axis: int) -> None:
-    for attribute in node.attribute:
-        if attribute.name == "axis":
-            attribute.i = axis
-            return
-    node.attribute.append(helper.make_attribute("axis", axis))
 
 
 def quantize_array(weight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
@@ -278,86 +224,78 @@ def quantize_array(weight: np.ndarray, scale: np.ndarray, zero_point: np.ndarray
     return np.clip(scaled + zero_point.reshape(shape).astype(np.float32), -128, 127).astype(np.int8)
 
 
-def _fold_transpose(index: _GraphIndex, dequantize: onnx.NodeProto, name: str) -> None:
+def _fold_transpose(editor: graph.Editor, dequantize: gs.Node, weight: gs.Constant) -> None:
     """Move a 2-D Transpose after the weight DQ into the INT8 initializer and the DQ axis."""
-    consumers = index.consumers[dequantize.output[0]]
-    if len(consumers) != 1 or consumers[0].op_type != "Transpose":
+    readers = graph.readers(dequantize.outputs[0])
+    if len(readers) != 1 or readers[0].op != "Transpose":
         return
-    transpose = consumers[0]
-    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
-    weight = numpy_helper.to_array(index.initializers[name])
-    if weight.ndim != 2 or perm not in (None, [1, 0]):
+    transpose = readers[0]
+    perm = transpose.attrs.get("perm")
+    values = graph.constant_value(weight)
+    if values is None or values.ndim != 2 or (perm is not None and list(perm) != [1, 0]):
         return
-    index.initializers[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(weight.T), name))
-    _set_axis(dequantize, 1 - _axis(dequantize))
-    for consumer in index.consumers[transpose.output[0]]:
-        for position, value in enumerate(consumer.input):
-            if value == transpose.output[0]:
-                consumer.input[position] = dequantize.output[0]
-    for position, output in enumerate(index.graph.output):
-        if output.name == transpose.output[0]:
-            index.graph.output[position].name = dequantize.output[0]
-    index.graph.node.remove(transpose)
+    graph.set_values(weight, np.ascontiguousarray(values.T))
+    dequantize.attrs["axis"] = 1 - dequantize.attrs.get("axis", 1)
+    transposed = transpose.outputs[0]
+    editor.replace_uses(transposed, dequantize.outputs[0])
+    editor.replace_outputs(transposed, dequantize.outputs[0])
+    editor.remove(transpose)
 
 
-def _initializer_source(index: _GraphIndex, name: str) -> str:
+def _initializer_source(tensor: gs.Tensor) -> gs.Tensor:
     """The initializer a value is, directly or through Identity nodes (the exporter reads a parameter used
     by several modules, such as ALBERT's shared layer, through one Identity per extra use)."""
-    while name not in index.initializers:
-        producer = index.producer.get(name)
-        if producer is None or producer.op_type != "Identity":
+    while not isinstance(tensor, gs.Constant):
+        producer = graph.producer(tensor)
+        if producer is None or producer.op != "Identity":
             break
-        name = producer.input[0]
-    return name
+        tensor = producer.inputs[0]
+    return tensor
 
 
 def fold_weight_quantizers(model: onnx.ModelProto) -> int:
     """Replace every float-initializer -> QuantizeLinear pair by an INT8 initializer; return how many.
 
     A weight quantized identically for several uses (a shared layer) is stored once."""
-    graph = model.graph
-    index = _GraphIndex(graph)
     folded = 0
-    created: list[str] = []
-    for node in list(graph.node):
-        source = _initializer_source(index, node.input[0]) if node.op_type == "QuantizeLinear" else ""
-        if source not in index.initializers:
-            continue
-        scale = index.constant(node.input[1])
-        zero_point = index.constant(node.input[2]) if len(node.input) > 2 else np.zeros(1, np.int8)
-        if scale is None or zero_point is None or zero_point.dtype != np.int8:
-            continue
-        weight = numpy_helper.to_array(index.initializers[source])
-        name = f"{source}_int8_{folded}"
-        created.append(name)
-        quantized = quantize_array(weight, scale, zero_point, _axis(node) % max(weight.ndim, 1))
-        graph.initializer.append(numpy_helper.from_array(quantized, name))
-        index.initializers[name] = graph.initializer[-1]
-        for consumer in index.consumers[node.output[0]]:
-            for position, value in enumerate(consumer.input):
-                if value == node.output[0]:
-                    consumer.input[position] = name
-            if consumer.op_type == "DequantizeLinear":
-                _fold_transpose(index, consumer, name)
-        graph.node.remove(node)
-        folded += 1
-    _share_identical(graph, created)
-    remove_unused(model)
+    with graph.edit(model) as editor:
+        created: list[gs.Constant] = []
+        for node in list(editor.graph.nodes):
+            source = _initializer_source(node.inputs[0]) if node.op == "QuantizeLinear" else None
+            if not isinstance(source, gs.Constant):
+                continue
+            scale = graph.constant_value(node.inputs[1])
+            zero_point = (
+                graph.constant_value(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(1, np.int8)
+            )
+            if scale is None or zero_point is None or zero_point.dtype != np.int8:
+                continue
+            weight = graph.constant_value(source)
+            assert weight is not None
+            axis = node.attrs.get("axis", 1) % max(weight.ndim, 1)
+            quantized = editor.constant(
+                f"{source.name}_int8_{folded}", quantize_array(weight, scale, zero_point, axis)
+            )
+            created.append(quantized)
+            readers = graph.readers(node.outputs[0])
+            editor.replace_uses(node.outputs[0], quantized)
+            for reader in readers:
+                if reader.op == "DequantizeLinear":
+                    _fold_transpose(editor, reader, quantized)
+            editor.remove(node)
+            folded += 1
+        _share_identical(editor, created)
     return folded
 
 
-def _share_identical(graph: onnx.GraphProto, names: list[str]) -> None:
-    """Point every reader of an initializer among ``names`` at the first one with identical contents."""
-    tensors = {tensor.name: tensor for tensor in graph.initializer}
-    first: dict[tuple, str] = {}
-    renamed: dict[str, str] = {}
-    for name in names:
-        tensor = tensors[name]
-        key = (tensor.data_type, tuple(tensor.dims), numpy_helper.to_array(tensor).tobytes())
-        renamed[name] = first.setdefault(key, name)
-    for node in graph.node:
-        for position, value in enumerate(node.input):
-            node.input[position] = renamed.get(value, value)
+def _share_identical(editor: graph.Editor, constants: list[gs.Constant]) -> None:
+    """Point every reader of one of ``constants`` at the first one with identical contents."""
+    first: dict[tuple, gs.Constant] = {}
+    for tensor in constants:
+        proto = graph.tensor_proto(tensor)
+        assert proto is not None
+        key = (proto.data_type, tuple(proto.dims), numpy_helper.to_array(proto).tobytes())
+        editor.replace_uses(tensor, first.setdefault(key, tensor))
 
 
 def store_embeddings_int8(model: onnx.ModelProto) -> int:
@@ -367,43 +305,39 @@ def store_embeddings_int8(model: onnx.ModelProto) -> int:
     it to a model whose tables were already rounded to INT8 rows (``quantize.round_embeddings``) and
     the stored values are exactly those the PyTorch model computes with.
     """
-    graph = model.graph
-    index = _GraphIndex(graph)
     stored = 0
-    for node in list(graph.node):
-        name = node.input[0] if node.op_type == "Gather" else ""
-        tensor = index.initializers.get(name)
-        if tensor is None or tensor.data_type != onnx.TensorProto.FLOAT or len(tensor.dims) != 2:
-            continue
-        table = numpy_helper.to_array(tensor)
-        scale = np.maximum(np.abs(table).max(axis=1) / 127.0, np.finfo(np.float32).tiny).astype(np.float32)
-        quantized = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(quantized, f"{name}_int8"),
-                numpy_helper.from_array(scale, f"{name}_scale"),
-                numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
-            ]
-        )
-        dequantized = f"{name}_dequantized"
-        position = list(graph.node).index(node)
-        graph.node.insert(
-            position,
-            helper.make_node(
+    with graph.edit(model) as editor:
+        for node in list(editor.graph.nodes):
+            tensor = node.inputs[0] if node.op == "Gather" else None
+            proto = graph.tensor_proto(tensor) if isinstance(tensor, gs.Constant) else None
+            if (
+                tensor is None
+                or proto is None
+                or proto.data_type != onnx.TensorProto.FLOAT
+                or len(proto.dims) != 2
+            ):
+                continue
+            table = numpy_helper.to_array(proto)
+            scale = np.maximum(np.abs(table).max(axis=1) / 127.0, np.finfo(np.float32).tiny).astype(
+                np.float32
+            )
+            quantized = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+            name = tensor.name
+            dequantized = editor.variable(f"{name}_dequantized")
+            dequantize = gs.Node(
                 "DequantizeLinear",
-                [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"],
-                [dequantized],
                 name=f"{name}/DequantizeLinear",
-                axis=0,
-            ),
-        )
-        for consumer in index.consumers[name]:
-            for slot, value in enumerate(consumer.input):
-                if value == name:
-                    consumer.input[slot] = dequantized
-        index.consumers[name] = []
-        stored += 1
-    remove_unused(model)
+                attrs={"axis": 0},
+                inputs=[
+                    editor.constant(f"{name}_int8", quantized),
+                    editor.constant(f"{name}_scale", scale),
+                    editor.constant(f"{name}_zero_point", np.zeros(scale.shape, np.int8)),
+                ],
+                outputs=[dequantized],
+            )
+            editor.insert_before(node, dequantize)
+            editor.replace_uses(tensor, dequantized)
+            stored += 1
     return stored
 
 
@@ -417,54 +351,31 @@ def merge_duplicate_nodes(model: onnx.ModelProto) -> int:
     """Common-subexpression elimination: nodes with the same op, attributes and inputs (constants compared
     by value) are computed once: siblings that read one tensor through identical SmoothQuant scales
     (query/key/value) share one Mul. Returns how many nodes were removed."""
-    graph = model.graph
-    index = _GraphIndex(graph)
-    graph_outputs = {output.name for output in graph.output}
-    renamed: dict[str, str] = {}
-    seen: dict[tuple, onnx.NodeProto] = {}
     removed = 0
-    for node in list(graph.node):
-        for position, name in enumerate(node.input):
-            node.input[position] = renamed.get(name, name)
-        if node.op_type in UNSHARED_OPS or any(
-            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
-        ):
-            continue
-        inputs = []
-        for name in node.input:
-            value = index.constant(name)
-            inputs.append(
-                ("value", value.dtype.str, value.shape, value.tobytes()) if value is not None else name
-            )
-        key = (node.op_type, node.domain, tuple(inputs), tuple(a.SerializeToString() for a in node.attribute))
-        first = seen.get(key)
-        if first is None or graph_outputs & set(node.output):
-            seen.setdefault(key, node)
-            continue
-        for mine, theirs in zip(node.output, first.output, strict=True):
-            renamed[mine] = theirs
-        graph.node.remove(node)
-        removed += 1
-    for node in graph.node:  # outer-scope names read inside subgraphs
-        for attribute in node.attribute:
-            for subgraph in (
-                [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs
-            ):
-                for inner in subgraph.node:
-                    for position, name in enumerate(inner.input):
-                        inner.input[position] = renamed.get(name, name)
-    remove_unused(model)
+    with graph.edit(model) as editor:
+        outputs = {tensor.name for tensor in editor.graph.outputs}
+        seen: dict[tuple, gs.Node] = {}
+        for node in list(editor.graph.nodes):
+            if node.op in UNSHARED_OPS or any(isinstance(value, gs.Graph) for value in node.attrs.values()):
+                continue
+            inputs = []
+            for tensor in node.inputs:
+                value = graph.constant_value(tensor)
+                inputs.append(
+                    ("value", value.dtype.str, value.shape, value.tobytes())
+                    if value is not None
+                    else tensor.name
+                )
+            key = (node.op, node.domain, tuple(inputs), graph.attribute_key(node))
+            first = seen.get(key)
+            if first is None or outputs & {tensor.name for tensor in node.outputs}:
+                seen.setdefault(key, node)
+                continue
+            for mine, theirs in zip(list(node.outputs), first.outputs, strict=True):
+                editor.replace_uses(mine, theirs)
+            editor.remove(node)
+            removed += 1
     return removed
-
-
-def _names_read(node: onnx.NodeProto) -> set[str]:
-    """Values a node reads, including those its subgraphs (If/Loop bodies) read from the outer scope."""
-    names = set(node.input)
-    for attribute in node.attribute:
-        for subgraph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-            for inner in subgraph.node:
-                names |= _names_read(inner)
-    return names
 
 
 def finalize_int8_graph(model: onnx.ModelProto, int8_embeddings: bool) -> dict[str, int]:
@@ -489,20 +400,8 @@ def finalize_fp8_graph(
 
 def remove_unused(model: onnx.ModelProto) -> None:
     """Drop nodes whose outputs nobody reads and initializers no node reads."""
-    graph = model.graph
-    while True:
-        needed = {output.name for output in graph.output}
-        needed.update(name for node in graph.node for name in _names_read(node))
-        dead = [node for node in graph.node if not any(output in needed for output in node.output)]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    used = {name for node in graph.node for name in _names_read(node)} | {
-        output.name for output in graph.output
-    }
-    for tensor in [tensor for tensor in graph.initializer if tensor.name not in used]:
-        graph.initializer.remove(tensor)
+    with graph.edit(model):
+        pass
 
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:

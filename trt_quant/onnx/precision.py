@@ -26,15 +26,15 @@ bodies, which the encoder exports do not have) are not converted.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
-
 import ml_dtypes
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
+from onnx_graphsurgeon.ir.tensor import LazyValues
 
 from trt_quant.errors import TrtQuantError
+from trt_quant.onnx import graph
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 MIN_OPSET = 19  # float16/bfloat16 Q/DQ scales need QuantizeLinear/DequantizeLinear-19
@@ -63,7 +63,9 @@ def convert_float_precision(
         raise TrtQuantError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
     converted = upgrade_opset(model)
     if precision != "fp32":
-        _HalfConversion(converted, HALF_TYPES[precision], fp32_islands).run()
+        types = _value_types(converted)
+        with graph.edit(converted, cleanup=False) as editor:
+            _HalfConversion(editor, types, HALF_TYPES[precision], fp32_islands).run()
         del converted.graph.value_info[:]  # types changed; consumers re-infer them
     return converted
 
@@ -134,37 +136,33 @@ def clamped_scales(scales: np.ndarray, half_type: int) -> np.ndarray:
 class _HalfConversion:
     """One conversion of a graph's float part to a half type, see the module docstring."""
 
-    def __init__(self, model: onnx.ModelProto, half_type: int, fp32_islands: bool = False) -> None:
-        self.graph = model.graph
-        self.nodes = list(model.graph.node)  # held here, so ``id(node)`` is stable while converting
+    def __init__(
+        self, editor: graph.Editor, types: dict[str, int], half_type: int, fp32_islands: bool
+    ) -> None:
+        self.editor = editor
+        self.nodes: list[gs.Node] = editor.graph.nodes
         self.half = half_type
         self.fragile = REDUCE_OPS | ISLAND_OPS if fp32_islands else REDUCE_OPS
-        self.types = _value_types(model)
-        self.producer = {name: node for node in self.nodes for name in node.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in self.nodes:
-            for name in node.input:
-                self.consumers[name].append(node)
-        self.initializers = {tensor.name: tensor for tensor in model.graph.initializer}
-        self.casts: dict[tuple[str, int], str] = {}
+        self.types = types  # element type of every value, by name
+        self.casts: dict[tuple[str, int], gs.Tensor] = {}
 
-    def is_float(self, name: str) -> bool:
-        return bool(name) and self.types.get(name) == _FLOAT
+    def is_float(self, tensor: gs.Tensor) -> bool:
+        return bool(tensor.name) and self.types.get(tensor.name) == _FLOAT
 
     def run(self) -> None:
         for node in self.nodes:
-            if node.op_type == "DequantizeLinear":
+            if node.op == "DequantizeLinear":
                 self.clear_zero_channel_scales(node)
         for node in list(self.nodes):
-            if node.op_type in ("MatMul", "Gemm"):
+            if node.op in ("MatMul", "Gemm"):
                 self.shift_tiny_weight_scales(node)
         self.clamp_tiny_scales()
         kept = self.fp32_nodes()
-        fp32_values = {value.name for value in self.graph.input if self.is_float(value.name)}
+        fp32_values = {tensor.name for tensor in self.editor.graph.inputs if self.is_float(tensor)}
         fp32_values |= self.convert_constants(kept)
         for node in self.nodes:
             if id(node) in kept:
-                fp32_values.update(name for name in node.output if self.is_float(name))
+                fp32_values.update(tensor.name for tensor in node.outputs if self.is_float(tensor))
             else:
                 self.convert_attributes(node)
         self.insert_casts(kept, fp32_values)
@@ -174,20 +172,20 @@ class _HalfConversion:
         """Ids of the nodes that compute in FP32: fragile ops and what follows a reduction to the output,
         index arithmetic, and QuantizeLinear nodes that read an FP32 value."""
         nodes = self.nodes
-        kept = {id(node) for node in nodes if node.op_type in self.fragile and self.float_inputs(node)}
+        kept = {id(node) for node in nodes if node.op in self.fragile and self.float_inputs(node)}
         kept |= self.fp32_tail(kept)
         stack = [node for node in nodes if self.makes_index(node)]
         while stack:
             node = stack.pop()
-            for name in self.float_inputs(node):
-                producer = self.producer.get(name)
-                if producer is not None and producer.op_type != "Constant" and id(producer) not in kept:
+            for tensor in self.float_inputs(node):
+                producer = graph.producer(tensor)
+                if producer is not None and producer.op != "Constant" and id(producer) not in kept:
                     kept.add(id(producer))
                     stack.append(producer)
         kept |= {
             id(node)
             for node in nodes
-            if node.op_type == "QuantizeLinear" and id(self.producer.get(node.input[0])) in kept
+            if node.op == "QuantizeLinear" and id(graph.producer(node.inputs[0])) in kept
         }
         return kept
 
@@ -196,53 +194,53 @@ class _HalfConversion:
 
         Mean pooling divides an FP32 ReduceSum by the token count; in FP16 the sum would overflow.
         """
-        outputs = {value.name for value in self.graph.output}
+        outputs = {tensor.name for tensor in self.editor.graph.outputs}
         leads_out: set[int] = set()
         for node in reversed(self.nodes):  # ONNX graphs are topologically sorted
-            values = [name for name in node.output if self.is_float(name)]
-            if node.op_type in GEMM_OPS or node.op_type in _QDQ or not values:
+            values = [tensor for tensor in node.outputs if self.is_float(tensor)]
+            if node.op in GEMM_OPS or node.op in _QDQ or not values:
                 continue
             if all(
-                (name in outputs or self.consumers[name])
-                and all(id(consumer) in leads_out for consumer in self.consumers[name])
-                for name in values
+                (tensor.name in outputs or tensor.outputs)
+                and all(id(reader) in leads_out for reader in tensor.outputs)
+                for tensor in values
             ):
                 leads_out.add(id(node))
         fp32, tail = set(kept), set()
         for node in self.nodes:
             if id(node) in leads_out and any(
-                id(self.producer.get(name)) in fp32 for name in self.float_inputs(node)
+                id(graph.producer(tensor)) in fp32 for tensor in self.float_inputs(node)
             ):
                 fp32.add(id(node))
                 tail.add(id(node))
         return tail
 
-    def float_inputs(self, node: onnx.NodeProto) -> list[str]:
-        return [name for name in node.input if self.is_float(name)]
+    def float_inputs(self, node: gs.Node) -> list[gs.Tensor]:
+        return [tensor for tensor in node.inputs if self.is_float(tensor)]
 
-    def makes_index(self, node: onnx.NodeProto) -> bool:
+    def makes_index(self, node: gs.Node) -> bool:
         """A node that reads float values and produces only integers or booleans (Cast to int, Equal...)."""
-        if node.op_type in SHAPE_READERS or node.op_type in _QDQ or not self.float_inputs(node):
+        if node.op in SHAPE_READERS or node.op in _QDQ or not self.float_inputs(node):
             return False
-        return not any(self.is_float(name) for name in node.output)
+        return not any(self.is_float(tensor) for tensor in node.outputs)
 
-    def clear_zero_channel_scales(self, node: onnx.NodeProto) -> None:
+    def clear_zero_channel_scales(self, node: gs.Node) -> None:
         """Set to 1 the scales of constant INT8 channels that hold only zeros (exact, as 0 * s = 0).
 
         A zero row (a padding token's embedding) gets a scale of ~1e-38, which no half type can store.
         """
-        data, scale = self.constant(node.input[0]), self.constant(node.input[1])
+        data, scale = self.constant(node.inputs[0]), self.constant(node.inputs[1])
         if data is None or scale is None or len(scale.dims) != 1 or scale.dims[0] <= 1:
             return
         values = numpy_helper.to_array(data)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % values.ndim
+        axis = node.attrs.get("axis", 1) % values.ndim
         zero = ~np.any(values != 0, axis=tuple(i for i in range(values.ndim) if i != axis))
-        if zero.any() and len(self.consumers[node.input[1]]) == 1:
+        if zero.any() and len(node.inputs[1].outputs) == 1:
             scales = numpy_helper.to_array(scale).copy()
             scales[zero] = 1.0
             scale.CopyFrom(numpy_helper.from_array(scales, scale.name))
 
-    def shift_tiny_weight_scales(self, gemm: onnx.NodeProto) -> None:
+    def shift_tiny_weight_scales(self, gemm: gs.Node) -> None:
         """Multiply a quantized GEMM's weight scales by 2^k when the smallest is below the half type's
         smallest normal value, and its input's Q/DQ scale by 2^-k, behind a Mul by 2^-k (exact).
 
@@ -251,40 +249,42 @@ class _HalfConversion:
         :meth:`clamp_tiny_scales` when the input has no Q/DQ pair of its own or the shifted scale would
         itself be tiny.
         """
-        weight_dq, input_dq = (self.producer.get(name) for name in gemm.input[1::-1])
-        if weight_dq is None or input_dq is None or input_dq.op_type != "DequantizeLinear":
+        weight_dq, input_dq = (graph.producer(tensor) for tensor in gemm.inputs[1::-1])
+        if weight_dq is None or input_dq is None or input_dq.op != "DequantizeLinear":
             return
-        quantize = self.producer.get(input_dq.input[0])
-        scales = self.constant(weight_dq.input[1]) if weight_dq.op_type == "DequantizeLinear" else None
-        if quantize is None or quantize.op_type != "QuantizeLinear" or scales is None:
+        quantize = graph.producer(input_dq.inputs[0])
+        scales = self.constant(weight_dq.inputs[1]) if weight_dq.op == "DequantizeLinear" else None
+        if quantize is None or quantize.op != "QuantizeLinear" or scales is None:
             return
-        data, input_scale = self.constant(weight_dq.input[0]), self.constant(quantize.input[1])
+        data, input_scale = self.constant(weight_dq.inputs[0]), self.constant(quantize.inputs[1])
         values = numpy_helper.to_array(scales).astype(np.float32)
         info = ml_dtypes.finfo(NUMPY_TYPES[self.half])
         positive = values[values > 0]
-        single = len(self.consumers[quantize.output[0]]) == 1 and len(self.consumers[input_dq.output[0]]) == 1
+        single = len(quantize.outputs[0].outputs) == 1 and len(input_dq.outputs[0].outputs) == 1
         if data is None or input_scale is None or not positive.size or not single:
             return
-        if positive.min() >= float(info.smallest_normal) or not self.is_float(quantize.input[0]):
+        if positive.min() >= float(info.smallest_normal) or not self.is_float(quantize.inputs[0]):
             return
         shift = 2.0 ** int(np.ceil(np.log2(float(info.smallest_normal) / positive.min())))
         activation = numpy_helper.to_array(input_scale).astype(np.float32) / np.float32(shift)
         if activation.min() < float(info.smallest_normal) or values.max() * shift > float(info.max):
             return
-        self.set_input(weight_dq, 1, self.add_initializer(f"{weight_dq.input[1]}/shifted", values * shift))
-        shifted_scale = self.add_initializer(f"{quantize.input[1]}/shifted", activation)
-        self.set_input(quantize, 1, shifted_scale)
-        self.set_input(input_dq, 1, shifted_scale)
-        factor = self.add_initializer(f"{quantize.input[0]}/shift", np.array(1.0 / shift, np.float32))
-        shifted = self.unique_name(f"{quantize.input[0]}/shifted")
-        multiply = helper.make_node(
-            "Mul", [quantize.input[0], factor], [shifted], name=f"{quantize.name or shifted}/Mul_shift"
+        weight_dq.inputs[1] = self.add_initializer(f"{weight_dq.inputs[1].name}/shifted", values * shift)
+        shifted_scale = self.add_initializer(f"{quantize.inputs[1].name}/shifted", activation)
+        quantize.inputs[1] = shifted_scale
+        input_dq.inputs[1] = shifted_scale
+        source = quantize.inputs[0]
+        factor = self.add_initializer(f"{source.name}/shift", np.array(1.0 / shift, np.float32))
+        shifted = self.editor.variable(f"{source.name}/shifted")
+        self.types[shifted.name] = _FLOAT
+        multiply = gs.Node(
+            "Mul",
+            name=f"{quantize.name or shifted.name}/Mul_shift",
+            inputs=[source, factor],
+            outputs=[shifted],
         )
-        for name in multiply.input:
-            self.consumers[name].append(multiply)
-        self.producer[shifted], self.types[shifted] = multiply, _FLOAT
-        self.nodes.insert(self.nodes.index(quantize), multiply)
-        self.set_input(quantize, 0, shifted)
+        self.editor.insert_before(quantize, multiply)
+        quantize.inputs[0] = shifted
 
     def clamp_tiny_scales(self) -> None:
         """Raise Q/DQ scales below the half type's smallest normal value to it (see :func:`clamped_scales`).
@@ -293,59 +293,39 @@ class _HalfConversion:
         raised channels, so weight x scale changes by at most half a step of the new scale; any other
         Q/DQ reads a raised copy of its scale, which a Q/DQ pair shares, so the pair stays consistent.
         """
-        raised: dict[str, str] = {}
+        raised: dict[str, gs.Constant] = {}
         for node in self.nodes:
-            scale = self.constant(node.input[1]) if node.op_type in _QDQ and len(node.input) > 1 else None
+            scale = self.constant(node.inputs[1]) if node.op in _QDQ and len(node.inputs) > 1 else None
             if scale is None or len(scale.dims) > 1:
                 continue
             old = numpy_helper.to_array(scale).astype(np.float32)
             new = clamped_scales(old, self.half)
             if np.array_equal(old, new):
                 continue
-            data = self.constant(node.input[0]) if node.op_type == "DequantizeLinear" else None
+            data = self.constant(node.inputs[0]) if node.op == "DequantizeLinear" else None
             if data is not None:
                 values = numpy_helper.to_array(data)
-                zero = self.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+                zero = self.constant(node.inputs[2]) if len(node.inputs) > 2 else None
                 zero_point = numpy_helper.to_array(zero) if zero is not None else np.zeros(1, values.dtype)
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % max(values.ndim, 1)
+                axis = node.attrs.get("axis", 1) % max(values.ndim, 1)
                 weights = requantize(values, old / new, zero_point, axis)
-                self.set_input(node, 0, self.add_initializer(f"{node.input[0]}/requantized", weights))
-                self.set_input(node, 1, self.add_initializer(f"{node.input[1]}/raised", new))
+                node.inputs[0] = self.add_initializer(f"{node.inputs[0].name}/requantized", weights)
+                node.inputs[1] = self.add_initializer(f"{node.inputs[1].name}/raised", new)
                 continue
-            if node.input[1] not in raised:
-                raised[node.input[1]] = self.add_initializer(f"{node.input[1]}/raised", new)
-            self.set_input(node, 1, raised[node.input[1]])
+            if node.inputs[1].name not in raised:
+                raised[node.inputs[1].name] = self.add_initializer(f"{node.inputs[1].name}/raised", new)
+            node.inputs[1] = raised[node.inputs[1].name]
 
-    def add_initializer(self, name: str, values: np.ndarray) -> str:
-        """Add ``values`` as a new initializer named ``name`` (made unique); return its name."""
-        unique = self.unique_name(name)
-        tensor = numpy_helper.from_array(values, unique)
-        self.graph.initializer.append(tensor)
-        self.initializers[unique] = self.graph.initializer[-1]
-        self.types[unique] = tensor.data_type
-        return unique
+    def add_initializer(self, name: str, values: np.ndarray) -> gs.Constant:
+        """A new initializer holding ``values``, named ``name`` (made unique)."""
+        constant = self.editor.constant(name, values)
+        self.types[constant.name] = helper.np_dtype_to_tensor_dtype(values.dtype)
+        return constant
 
-    def unique_name(self, name: str) -> str:
-        """``name``, or ``name_N`` when a value of that name exists."""
-        unique, count = name, 0
-        while unique in self.initializers or unique in self.producer or unique in self.types:
-            count += 1
-            unique = f"{name}_{count}"
-        return unique
-
-    def set_input(self, node: onnx.NodeProto, slot: int, name: str) -> None:
-        """Make ``node`` read ``name`` at input ``slot``, keeping the consumer index current."""
-        self.consumers[node.input[slot]].remove(node)
-        node.input[slot] = name
-        self.consumers[name].append(node)
-
-    def constant(self, name: str) -> TensorProto | None:
-        if name in self.initializers:
-            return self.initializers[name]
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            return _constant_value(node)
-        return None
+    @staticmethod
+    def constant(tensor: gs.Tensor) -> TensorProto | None:
+        """An initializer's or Constant node's value (Identity nodes are not followed)."""
+        return graph.tensor_proto(tensor, through_identity=False)
 
     def convert_constants(self, kept: set[int]) -> set[str]:
         """Convert float initializers and Constant nodes read by any half node; return the FP32 ones.
@@ -354,77 +334,94 @@ class _HalfConversion:
         QuantizeLinear in FP32 and its DequantizeLinear in half precision then share one scale value).
         """
         fp32: set[str] = set()
-        for tensor in list(self.graph.initializer):
-            if tensor.data_type == _FLOAT:
-                if self.read_only_by(tensor.name, kept):
-                    fp32.add(tensor.name)
-                else:
-                    tensor.CopyFrom(_half_tensor(tensor, self.half))
-                    self.add_fp32_twin(tensor.name, tensor, kept)
+        for tensor in self.editor.initializers():
+            values = graph.tensor_proto(tensor)
+            if values is None or values.data_type != _FLOAT:
+                continue
+            if self.read_only_by(tensor, kept):
+                fp32.add(tensor.name)
+            else:
+                half = _half_tensor(values, self.half)
+                graph.set_values(tensor, half)
+                self.add_fp32_twin(tensor, half, kept)
         for node in self.nodes:
-            value = _constant_value(node) if node.op_type == "Constant" else None
+            value = graph.constant_node_value(node) if node.op == "Constant" else None
             if value is None or value.data_type != _FLOAT:
                 continue
-            if self.read_only_by(node.output[0], kept):
-                fp32.add(node.output[0])
+            if self.read_only_by(node.outputs[0], kept):
+                fp32.add(node.outputs[0].name)
             else:
                 half = _half_tensor(value, self.half)
-                del node.attribute[:]
-                node.attribute.append(helper.make_attribute("value", half))
-                self.add_fp32_twin(node.output[0], half, kept)
+                node.attrs.clear()
+                node.attrs["value"] = gs.Constant("", LazyValues(half))
+                self.add_fp32_twin(node.outputs[0], half, kept)
         return fp32
 
-    def read_only_by(self, name: str, kept: set[int]) -> bool:
-        consumers = self.consumers.get(name, [])
-        return bool(consumers) and all(id(node) in kept for node in consumers)
+    def read_only_by(self, tensor: gs.Tensor, kept: set[int]) -> bool:
+        return bool(tensor.outputs) and all(id(node) in kept for node in tensor.outputs)
 
-    def add_fp32_twin(self, name: str, half: TensorProto, kept: set[int]) -> None:
-        """When FP32 nodes read the (now half) constant ``name``, they read an FP32 copy of it instead."""
-        if any(id(node) in kept for node in self.consumers.get(name, [])):
+    def add_fp32_twin(self, tensor: gs.Tensor, half: TensorProto, kept: set[int]) -> None:
+        """When FP32 nodes read the (now half) constant ``tensor``, they read an FP32 copy of it instead."""
+        if any(id(node) in kept for node in tensor.outputs):
             values = numpy_helper.to_array(half).astype(np.float32)
-            self.casts[(name, _FLOAT)] = self.add_initializer(f"{name}/fp32", values)
+            self.casts[(tensor.name, _FLOAT)] = self.add_initializer(f"{tensor.name}/fp32", values)
 
-    def convert_attributes(self, node: onnx.NodeProto) -> None:
+    def convert_attributes(self, node: gs.Node) -> None:
         """Cast-to-float and ConstantOfShape float fills of a half node produce the half type."""
-        for attribute in node.attribute:
-            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == _FLOAT:
-                attribute.i = self.half
-            elif node.op_type == "ConstantOfShape" and attribute.t.data_type == _FLOAT:
-                attribute.t.CopyFrom(_half_tensor(attribute.t, self.half))
+        if node.op == "Cast" and node.attrs.get("to") == _FLOAT:
+            node.attrs["to"] = self.half
+        fill = node.attrs.get("value") if node.op == "ConstantOfShape" else None
+        if isinstance(fill, gs.Constant):
+            values = graph.tensor_proto(fill)
+            if values is not None and values.data_type == _FLOAT:
+                graph.set_values(fill, _half_tensor(values, self.half))
 
     def insert_casts(self, kept: set[int], fp32_values: set[str]) -> None:
         """Give every node its float inputs in the precision it computes in, through shared Casts."""
-        ordered: list[onnx.NodeProto] = []
+        ordered: list[gs.Node] = []
         for node in self.nodes:
             want_fp32 = id(node) in kept
-            for slot, name in enumerate(node.input):
-                wrong = self.is_float(name) and (name in fp32_values) != want_fp32
-                if wrong and node.op_type not in SHAPE_READERS:
-                    node.input[slot] = self.cast(name, _FLOAT if want_fp32 else self.half, ordered)
+            for slot, tensor in enumerate(node.inputs):
+                wrong = self.is_float(tensor) and (tensor.name in fp32_values) != want_fp32
+                if wrong and node.op not in SHAPE_READERS:
+                    node.inputs[slot] = self.cast(tensor, _FLOAT if want_fp32 else self.half, ordered)
             ordered.append(node)
-        del self.graph.node[:]
-        self.graph.node.extend(ordered)
+        self.nodes[:] = ordered
 
-    def cast(self, name: str, to: int, ordered: list[onnx.NodeProto]) -> str:
-        """The name of ``name`` cast to ``to``; the Cast is appended to ``ordered`` on first use."""
-        key = (name, to)
+    def cast(self, tensor: gs.Tensor, to: int, ordered: list[gs.Node]) -> gs.Tensor:
+        """``tensor`` cast to ``to``; the Cast is appended to ``ordered`` on first use."""
+        key = (tensor.name, to)
         if key not in self.casts:
             suffix = "fp32" if to == _FLOAT else "half"
-            self.casts[key] = f"{name}/{suffix}"
-            cast = helper.make_node("Cast", [name], [self.casts[key]], name=f"{name}/Cast_{suffix}", to=to)
+            self.casts[key] = gs.Variable(f"{tensor.name}/{suffix}")
+            cast = gs.Node(
+                "Cast",
+                name=f"{tensor.name}/Cast_{suffix}",
+                attrs={"to": to},
+                inputs=[tensor],
+                outputs=[self.casts[key]],
+            )
             ordered.append(cast)
         return self.casts[key]
 
     def cast_outputs(self, fp32_values: set[str]) -> None:
         """Float graph outputs computed in half precision get a final Cast back to FP32."""
-        for output in self.graph.output:
-            name = output.name
-            if not self.is_float(name) or name in fp32_values:
+        for output in self.editor.graph.outputs:
+            if not self.is_float(output) or output.name in fp32_values:
                 continue
-            half_name = f"{name}/half_output"
-            _rename(self.graph.node, name, half_name)
-            self.graph.node.append(
-                helper.make_node("Cast", [half_name], [name], name=f"{name}/Cast_output", to=_FLOAT)
+            half = gs.Variable(f"{output.name}/half_output")
+            producer = graph.producer(output)
+            if producer is not None:
+                producer.outputs[producer.outputs.index(output)] = half
+            self.editor.replace_uses(output, half)
+            self.nodes.append(
+                gs.Node(
+                    "Cast",
+                    name=f"{output.name}/Cast_output",
+                    attrs={"to": _FLOAT},
+                    inputs=[half],
+                    outputs=[output],
+                )
             )
 
 
@@ -436,27 +433,6 @@ def _value_types(model: onnx.ModelProto) -> dict[str, int]:
         if value.type.HasField("tensor_type"):
             types[value.name] = value.type.tensor_type.elem_type
     return types
-
-
-def _constant_value(node: onnx.NodeProto) -> TensorProto | None:
-    """The value of a Constant node as a tensor (None for sparse or string constants)."""
-    for attribute in node.attribute:
-        if attribute.name == "value":
-            return attribute.t
-        if attribute.name in ("value_float", "value_floats"):
-            return numpy_helper.from_array(np.array(helper.get_attribute_value(attribute), np.float32))
-    return None
-
-
-def _rename(nodes: Iterable[onnx.NodeProto], old: str, new: str) -> None:
-    """Rename value ``old`` to ``new`` wherever a node reads or writes it."""
-    for node in nodes:
-        for slot, name in enumerate(node.input):
-            if name == old:
-                node.input[slot] = new
-        for slot, name in enumerate(node.output):
-            if name == old:
-                node.output[slot] = new
 
 
 __all__ = ["PRECISIONS", "clamped_scales", "convert_float_precision", "requantize", "upgrade_opset"]

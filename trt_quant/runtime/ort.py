@@ -22,6 +22,8 @@ from trt_quant.runtime.base import Runtime
 if TYPE_CHECKING:
     import onnx
 
+    from trt_quant.onnx import graph
+
 PRECISION_FILES = {**QUANTIZED_ONNX, "float": FLOAT_ONNX, "trt": TRT_ONNX}  # trt: the TensorRT-ready graph
 
 
@@ -97,29 +99,34 @@ def fold_lookup_dequantization(model: onnx.ModelProto) -> int:
     DequantizeLinear, so without this it would dequantize the whole table on every call. The values
     are identical; only the work moves from every call to session creation.
     """
-    from onnx import numpy_helper
+    from trt_quant.onnx import graph
 
-    graph = model.graph
-    initializers = {tensor.name: tensor for tensor in graph.initializer}
-    readers = _readers(graph)
+    with graph.edit(model, cleanup=False) as editor:
+        return _fold_lookup_dequantization(editor)
+
+
+def _fold_lookup_dequantization(editor: graph.Editor) -> int:
+    import onnx_graphsurgeon as gs
+
+    from trt_quant.onnx import graph
+
     folded = 0
-    for node in list(graph.node):
-        if node.op_type != "DequantizeLinear" or not all(name in initializers for name in node.input):
+    for node in list(editor.graph.nodes):
+        if node.op != "DequantizeLinear" or not all(
+            isinstance(tensor, gs.Constant) for tensor in node.inputs
+        ):
             continue
-        if not all(reader.op_type == "Gather" for reader in readers.get(node.output[0], [])):
+        if not all(reader.op == "Gather" for reader in graph.readers(node.outputs[0])):
             continue
-        values, scale = (numpy_helper.to_array(initializers[name]) for name in node.input[:2])
-        zero = numpy_helper.to_array(initializers[node.input[2]]) if len(node.input) > 2 else np.zeros(1)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        values, scale = (graph.constant_value(tensor) for tensor in node.inputs[:2])
+        zero = graph.constant_value(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(1)
+        assert values is not None and scale is not None and zero is not None
+        axis = node.attrs.get("axis", 1)
         shape = [1] * values.ndim
         if scale.size > 1:
             shape[axis] = scale.size
         dequantized = (values.astype(np.float32) - zero.reshape(shape)) * scale.reshape(shape)
-        graph.initializer.append(numpy_helper.from_array(dequantized.astype(np.float32), node.output[0]))
-        graph.node.remove(node)
-        for name in node.input:
-            if len(readers[name]) == 1:
-                graph.initializer.remove(initializers[name])
+        editor.replace_with_constant(node, dequantized.astype(np.float32))
         folded += 1
     return folded
 
@@ -131,69 +138,62 @@ def dequantize_after_lookup(model: onnx.ModelProto) -> int:
     scales: the table stays INT8 (the file stays small) and each call dequantizes only the rows it looks
     up, in any ONNX runtime. Values are identical (zero points are 0; tables with others are left alone).
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    from trt_quant.onnx import graph
 
-    graph = model.graph
-    initializers = {tensor.name: tensor for tensor in graph.initializer}
-    readers = _readers(graph)
+    with graph.edit(model, cleanup=False) as editor:
+        return _dequantize_after_lookup(editor)
+
+
+def _dequantize_after_lookup(editor: graph.Editor) -> int:
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    from trt_quant.onnx import graph
+
     moved = 0
-    for node in list(graph.node):
-        if node.op_type != "DequantizeLinear" or not all(name in initializers for name in node.input):
+    for node in list(editor.graph.nodes):
+        if node.op != "DequantizeLinear" or not all(
+            isinstance(tensor, gs.Constant) for tensor in node.inputs
+        ):
             continue
-        gathers = readers.get(node.output[0], [])
+        gathers = graph.readers(node.outputs[0])
         if not gathers or any(
-            reader.op_type != "Gather" or reader.input[0] != node.output[0] or _axis(reader, 0) != 0
+            reader.op != "Gather"
+            or reader.inputs[0] is not node.outputs[0]
+            or reader.attrs.get("axis", 0) != 0
             for reader in gathers
         ):
             continue
-        table, scale = (initializers[name] for name in node.input[:2])
-        zero = numpy_helper.to_array(initializers[node.input[2]]) if len(node.input) > 2 else np.zeros(1)
-        scales = numpy_helper.to_array(scale)
-        if np.any(zero != 0) or (scales.size > 1 and _axis(node, 1) != 0):
+        table = node.inputs[0]
+        scales = graph.constant_value(node.inputs[1])
+        zero = graph.constant_value(node.inputs[2]) if len(node.inputs) > 2 else np.zeros(1)
+        assert scales is not None and zero is not None
+        if np.any(zero != 0) or (scales.size > 1 and node.attrs.get("axis", 1) != 0):
             continue
-        rows = f"{node.output[0]}_row_scale"
-        graph.initializer.append(
-            numpy_helper.from_array(scales.reshape(-1, 1) if scales.size > 1 else scales, rows)
+        rows = editor.constant(
+            f"{node.outputs[0].name}_row_scale", scales.reshape(-1, 1) if scales.size > 1 else scales
         )
         for gather in gathers:
-            ids, output = gather.input[1], gather.output[0]
-            position = list(graph.node).index(gather)
-            graph.node.remove(gather)
+            ids, output = gather.inputs[1], gather.outputs[0]
+            looked_up = editor.variable(f"{output.name}_int8")
+            as_float = editor.variable(f"{output.name}_float")
             new = [
-                helper.make_node("Gather", [table.name, ids], [f"{output}_int8"], name=f"{gather.name}_int8"),
-                helper.make_node("Cast", [f"{output}_int8"], [f"{output}_float"], to=onnx.TensorProto.FLOAT),
+                gs.Node("Gather", name=f"{gather.name}_int8", inputs=[table, ids], outputs=[looked_up]),
+                gs.Node("Cast", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[looked_up], outputs=[as_float]),
             ]
             factor = rows
             if scales.size > 1:
-                factor = f"{output}_scale"
-                new.append(helper.make_node("Gather", [rows, ids], [factor], name=f"{gather.name}_scale"))
-            new.append(
-                helper.make_node(
-                    "Mul", [f"{output}_float", factor], [output], name=f"{gather.name}_dequantize"
+                factor = editor.variable(f"{output.name}_scale")
+                new.append(
+                    gs.Node("Gather", name=f"{gather.name}_scale", inputs=[rows, ids], outputs=[factor])
                 )
+            new.append(
+                gs.Node("Mul", name=f"{gather.name}_dequantize", inputs=[as_float, factor], outputs=[output])
             )
-            for offset, item in enumerate(new):
-                graph.node.insert(position + offset, item)
-        graph.node.remove(node)
-        for name in node.input[1:]:
-            if len(readers[name]) == 1:
-                graph.initializer.remove(initializers[name])
+            editor.replace_node(gather, *new)
+        editor.remove(node)
         moved += 1
     return moved
-
-
-def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    """The nodes that read each value of ``graph``."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    return readers
-
-
-def _axis(node: onnx.NodeProto, default: int) -> int:
-    return next((a.i for a in node.attribute if a.name == "axis"), default)
 
 
 def unshare_dequantized_initializers(model: onnx.ModelProto) -> int:
@@ -205,22 +205,29 @@ def unshare_dequantized_initializers(model: onnx.ModelProto) -> int:
     INT8 tensor to UINT8 once per reader fails with "Attempt to replace the existing tensor". The copies
     exist only in the session's memory; the file keeps one.
     """
-    from onnx import numpy_helper
+    from trt_quant.onnx import graph
 
-    graph = model.graph
-    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    with graph.edit(model, cleanup=False) as editor:
+        return _unshare_dequantized_initializers(editor)
+
+
+def _unshare_dequantized_initializers(editor: graph.Editor) -> int:
+    import onnx_graphsurgeon as gs
+
+    from trt_quant.onnx import graph
+
     seen: set[str] = set()
     copies = 0
-    for node in graph.node:
-        name = node.input[0] if node.op_type == "DequantizeLinear" else ""
-        if name not in initializers:
+    for node in editor.graph.nodes:
+        tensor = node.inputs[0] if node.op == "DequantizeLinear" else None
+        if not isinstance(tensor, gs.Constant):
             continue
-        if name in seen:
-            copy = f"{name}_use{copies}"
-            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[name]), copy))
-            node.input[0] = copy
+        if tensor.name in seen:
+            values = graph.constant_value(tensor)
+            assert values is not None
+            node.inputs[0] = editor.constant(f"{tensor.name}_use{copies}", values)
             copies += 1
-        seen.add(name)
+        seen.add(tensor.name)
     return copies
 
 
@@ -251,12 +258,15 @@ def _prepared_graph(path: Path) -> tuple[bytes, bool]:
     stores the INT8 graph prepared)."""
     try:
         import onnx
+
+        from trt_quant.onnx import graph
     except ImportError:
         return path.read_bytes(), False
     model = onnx.load(str(path))
-    dequantize_after_lookup(model)
-    fold_lookup_dequantization(model)  # tables with zero points or per-column scales, if any
-    unshare_dequantized_initializers(model)
+    with graph.edit(model, cleanup=False) as editor:
+        _dequantize_after_lookup(editor)
+        _fold_lookup_dequantization(editor)  # tables with zero points or per-column scales, if any
+        _unshare_dequantized_initializers(editor)
     return model.SerializeToString(), holds_fp8(model)
 
 
