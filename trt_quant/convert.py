@@ -287,6 +287,7 @@ def write_int8_artifact(
             "float_linears": list(summary.float_linear_names),
             **graph_edits,
             "smoothquant_alpha": config.smoothquant,
+            "gptq": config.gptq,
             "weight_bits": config.weight_bits,
             "quantize_linear_nodes": count_ops(int8_graph, "QuantizeLinear"),
             "dequantize_linear_nodes": count_ops(int8_graph, "DequantizeLinear"),

@@ -350,6 +350,7 @@ def quantize(
 ) -> TaskModel:
     """Insert INT8 or FP8 quantizers into ``model`` (in place) and calibrate them on ``batches``.
 
+    With ``config.gptq`` (the FP8 default) the weights are then rounded with GPTQ on the same batches.
     ``family`` (the recipe's) matters only for ``config.quantize_attention``. Statistics are gathered in
     inference mode (no dropout), whatever mode ``model`` came in."""
     model.eval()
@@ -370,6 +371,10 @@ def quantize(
     if config.int8_embeddings:
         round_embeddings(quantized)
     calibrate(quantized, batches, config)
+    if config.gptq:
+        from .gptq import gptq_round_weights
+
+        gptq_round_weights(quantized, batches)
     return quantized
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import TrtQuantError
+from .gptq import use_float_weight
 from .progress import progress
 from .quantize import INPUT_QUANTIZER, WEIGHT_QUANTIZER, quantized_linears
 from .tasks import TaskModel
@@ -68,7 +69,8 @@ def int8_flop_share(model: nn.Module) -> float:
 
 
 def set_layer_quantized(module: nn.Module, quantized: bool) -> None:
-    """Switch both quantizers of one Linear on or off."""
+    """Switch both quantizers of one Linear on or off (a GPTQ-rounded Linear also gets its float weight back)."""
+    use_float_weight(module, not quantized)
     for attribute in (WEIGHT_QUANTIZER, INPUT_QUANTIZER):
         quantizer = getattr(module, attribute)
         quantizer.enable() if quantized else quantizer.disable()
