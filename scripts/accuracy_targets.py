@@ -48,12 +48,13 @@ RECIPES: dict[str, tuple[QuantConfig, str | None]] = {
     "automatic: budget drop<=0.1 (STS-B Spearman)": (QuantConfig(), "drop<=0.1"),
 }
 FP8_RECIPES: dict[str, tuple[QuantConfig, str | None]] = {
-    "FP8 default (max, no SmoothQuant)": (QuantConfig(precision="fp8"), None),
+    "FP8 default (max, GPTQ weights, no SmoothQuant)": (QuantConfig(precision="fp8"), None),
     "FP8 + SmoothQuant 0.8": (QuantConfig(precision="fp8", smoothquant=0.8), None),
     "FP8 + attention (Q/DQ on Q, K, softmax, V)": (
         QuantConfig(precision="fp8", quantize_attention=True),
         None,
     ),
+    "FP8, weights rounded to nearest (--no-gptq)": (QuantConfig(precision="fp8", gptq=False), None),
 }
 BUDGET_PAIRS = 256  # convert measures a budget on at most 256 held-out examples
 

@@ -119,6 +119,7 @@ def test_quantization_options_are_shared_by_convert_qat_and_analyze() -> None:
         "--keep-float",
         "--quantize-attention",
         "--quantize-residual",
+        "--gptq",
     ]
     for command in QUANTIZING:
         found = {o.opts[0]: o.default for o in options(command)}

@@ -220,6 +220,8 @@ def test_fp8_artifact_holds_an_int8_size_fp8_graph_that_passes_the_check(
     quantization, sizes = manifest["quantization"], manifest["sizes"]
     assert quantization["precision"] == "fp8" and quantization["opset"] == 19
     assert quantization["smoothquant_alpha"] is None
+    assert quantization["gptq"] is True  # FP8's default weight rounding, recorded
+    assert json.loads((tiny_artifact / "manifest.json").read_text())["quantization"]["gptq"] is False
     assert quantization["quantized_weight_initializers"] == quantization["quantized_linears"] == 14
     assert not (fp8_artifact / "model_int8.onnx").exists()
     assert sizes["quantized_onnx_bytes"] == (fp8_artifact / "model_fp8.onnx").stat().st_size

@@ -81,6 +81,8 @@ class QuantizationRecord:
     int8_embedding_tables: int = 0
     merged_duplicate_nodes: int = 0
     smoothquant_alpha: float | None = None
+    gptq: bool = False
+    """Weights rounded with GPTQ (the FP8 default) rather than to nearest."""
     weight_bits: int = 8
     quantize_attention: bool = False
     peg_groups: int = 0

@@ -22,8 +22,8 @@ class QuantConfig:
 
     ``precision`` "int8" (default) or "fp8": FP8 is E4M3 with the same layout (per-output-channel
     weights, per-tensor activations, symmetric), calibrated with max (default), percentile or mse;
-    SmoothQuant is off at FP8 unless ``smoothquant`` names an alpha, and the INT8-only settings
-    (``weight_bits`` 7, ``peg_groups``) are refused.
+    SmoothQuant is off at FP8 unless ``smoothquant`` names an alpha, weights are rounded with GPTQ
+    (``gptq``), and the INT8-only settings (``weight_bits`` 7, ``peg_groups``) are refused.
 
     Every ``nn.Linear`` gets per-output-channel symmetric INT8 weights and a per-tensor symmetric INT8
     input quantizer; embeddings stay float. ``quantize_residual`` also quantizes the inputs of the
@@ -37,6 +37,10 @@ class QuantConfig:
     ``peg_groups`` K > 1 quantizes the feed-forward Linears' inputs per embedding group (PEG): K groups
     of input channels (sorted by range first with ``peg_permute``), each with its own per-tensor scale.
     ``quantize_attention`` adds INT8 Q/DQ on query, key, softmax output and value inside attention.
+    ``gptq`` rounds each quantized weight with GPTQ (column by column, each column's rounding error spread
+    over the later ones through the calibration inputs' statistics) instead of to nearest: same scales
+    and grid, a closer layer output. None (the default) means on at FP8 (E4M3's 3-bit mantissa makes
+    weight rounding FP8's largest error) and off at INT8.
     ``weight_bits`` 7 keeps INT8 weights within +-64: ONNX Runtime's fast integer GEMM on x86 CPUs
     without VNNI then cannot saturate (use it for CPU deployment; TensorRT wants the full 8).
     """
@@ -55,12 +59,15 @@ class QuantConfig:
     quantize_attention: bool = False
     peg_permute: bool = True
     precision: str = "int8"
+    gptq: bool | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise TrtQuantError(f"Unknown precision '{self.precision}': use one of {', '.join(PRECISIONS)}.")
         if self.smoothquant == AUTO:
             object.__setattr__(self, "smoothquant", DEFAULT_SMOOTHQUANT if self.precision == "int8" else None)
+        if self.gptq is None:
+            object.__setattr__(self, "gptq", self.precision == "fp8")
         if self.method not in CALIBRATION_METHODS:
             raise TrtQuantError(
                 f"Unknown calibration method '{self.method}': use one of {', '.join(CALIBRATION_METHODS)}."

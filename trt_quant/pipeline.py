@@ -325,6 +325,7 @@ def quantization_record(
         int8_embedding_tables=edits["int8_embedding_tables"],
         merged_duplicate_nodes=edits["merged_duplicate_nodes"],
         smoothquant_alpha=config.smoothquant,
+        gptq=bool(config.gptq),
         weight_bits=config.weight_bits,
         quantize_attention=config.quantize_attention,
         peg_groups=config.peg_groups,

@@ -98,6 +98,16 @@ QUANTIZATION = OptionGroup(
             ],
             None,
         ),
+        "gptq": (
+            Annotated[
+                bool | None,
+                typer.Option(
+                    "--gptq/--no-gptq",
+                    help="Round weights with GPTQ instead of to nearest (default: on at fp8, off at int8).",
+                ),
+            ],
+            None,
+        ),
         "weight_bits": (
             Annotated[int, typer.Option(help="8, or 7 for ONNX Runtime on x86 CPUs without VNNI.")],
             8,

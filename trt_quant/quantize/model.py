@@ -9,6 +9,7 @@ import torch
 
 from trt_quant.config import QuantConfig
 from trt_quant.quantize.attention import quantize_attention
+from trt_quant.quantize.gptq import gptq_round_weights
 from trt_quant.quantize.peg import apply_peg
 from trt_quant.quantize.quantizers import (
     calibrate,
@@ -31,6 +32,7 @@ def quantize(
 ) -> TaskModel:
     """Insert INT8 or FP8 quantizers into ``model`` (in place) and calibrate them on ``batches``.
 
+    With ``config.gptq`` (the FP8 default) the weights are then rounded with GPTQ on the same batches.
     ``family`` (the recipe's) matters only for ``config.quantize_attention``. Statistics are gathered in
     inference mode (no dropout), whatever mode ``model`` came in."""
     model.eval()
@@ -47,4 +49,6 @@ def quantize(
     if config.int8_embeddings:
         round_embeddings(quantized)
     calibrate(quantized, batches, config)
+    if config.gptq:
+        gptq_round_weights(quantized, batches)
     return quantized

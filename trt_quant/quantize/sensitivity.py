@@ -19,6 +19,7 @@ from torch import nn
 from trt_quant.compare import output_cosines
 from trt_quant.errors import TrtQuantError
 from trt_quant.progress import progress
+from trt_quant.quantize.gptq import use_float_weight
 from trt_quant.quantize.quantizers import INPUT_QUANTIZER, WEIGHT_QUANTIZER, quantized_linears
 from trt_quant.tasks.base import TaskModel
 
@@ -70,7 +71,8 @@ def int8_flop_share(model: nn.Module) -> float:
 
 
 def set_layer_quantized(module: nn.Module, quantized: bool) -> None:
-    """Switch both quantizers of one Linear on or off."""
+    """Switch both quantizers of one Linear on or off (a GPTQ-rounded Linear also gets its float weight back)."""
+    use_float_weight(module, not quantized)
     for attribute in (WEIGHT_QUANTIZER, INPUT_QUANTIZER):
         quantizer = getattr(module, attribute)
         quantizer.enable() if quantized else quantizer.disable()
