@@ -31,7 +31,7 @@ from trt_quant.runtime.trt import TORCH_DTYPES
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 RELEASES = ("10", "11")
-TENSORRT_SOURCES = (ROOT / "trt_quant" / "engine.py", ROOT / "trt_quant" / "runtime" / "trt.py")
+TENSORRT_SOURCES = (ROOT / "trt_quant" / "engine" / "build.py", ROOT / "trt_quant" / "runtime" / "trt.py")
 MODULE_NAME = "trt"  # the local name of the tensorrt module (also ``self._trt``)
 
 # Methods and attributes trt-quant calls on TensorRT objects (builder, network, parser, configs, engine...).
@@ -49,13 +49,13 @@ TENSORRT_ATTRIBUTES = frozenset({
 # Attributes used in those files on other objects (torch, numpy, paths, trt-quant's own classes).
 NOT_TENSORRT = frozenset({
     "SerializeToString", "__class__", "__name__", "addresses", "capture_failed", "close", "context",
-    "copy_", "cpu", "cuda_stream", "data", "data_ptr", "describe", "encode", "engine", "execute",
-    "fp32_islands", "get", "graph", "inputs", "is_dir", "is_file", "isdigit", "items", "join", "layers",
+    "compute_capability", "copy_", "cpu", "cuda_stream", "data", "data_ptr", "describe", "encode", "engine", "execute",
+    "fp32_islands", "get", "gpu", "graph", "inputs", "is_dir", "is_file", "isdigit", "items", "join", "layers",
     "max_length", "mkdir", "model", "move_to_end", "n", "numel", "numpy", "optimization_level", "outputs",
     "pad_token_id", "parent", "per_token", "plan", "pop", "popitem", "precision", "profile", "quantization",
     "read_bytes", "record", "replay", "resolved_profiles", "seconds", "select_profile", "sequence",
-    "set_addresses", "set_input_shapes", "shape", "split", "strip", "tensorrt_version", "timing_cache",
-    "to_dict", "update", "values", "with_name", "workspace_mib",
+    "set_addresses", "set_input_shapes", "sha256", "shape", "split", "strip", "tensorrt", "tensorrt_version",
+    "timing_cache", "to_dict", "update", "values", "weight_bits", "with_name", "workspace_mib",
 })  # fmt: skip
 # Removed in TensorRT 10 or 11 (each is also checked to be absent from the 11 list).
 REMOVED_ATTRIBUTES = frozenset({
