@@ -106,6 +106,7 @@ def main() -> int:
     def record(name: str, run: Embed, tokenize: Callable, flops: str, held_out: str = "1.0000") -> np.ndarray:
         a, b = embed_all(run, tokenize, first), embed_all(run, tokenize, second)
         rows.append((name, 100 * spearman(cosine_rows(a, b), gold), *cosine_stats(a, b), flops, held_out))
+        print("measured:", *rows[-1], file=sys.stderr, flush=True)  # survives an interrupted run
         return np.concatenate([a, b])
 
     reference: dict[str, np.ndarray] = {}
