@@ -78,8 +78,8 @@ class Engine:
 
     path: Path
     profiles: list[tuple[int, int]]
-    tensorrt: str | None
-    compute_capability: str | None
+    tensorrt: str
+    compute_capability: str
     sequences: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -175,12 +175,12 @@ def cc_engines_of(
                 "same model."
             )
         engine = engine_of(path, other)
-        if engine.compute_capability not in (None, capability):
+        if engine.compute_capability != capability:
             raise TrtQuantError(
                 f"The engine in {path} was built for compute capability {engine.compute_capability}, "
                 f"not {capability}: key it by {engine.compute_capability}."
             )
-        if None not in (engine.tensorrt, primary.tensorrt) and engine.tensorrt != primary.tensorrt:
+        if engine.tensorrt != primary.tensorrt:
             raise TrtQuantError(
                 f"The engine in {path} was built with TensorRT {engine.tensorrt}, the served one with "
                 f"{primary.tensorrt}: build all engines with the TensorRT of the Triton image."
