@@ -16,6 +16,7 @@ API = {
     "convert": ("trt_quant.convert", "convert"),
     "qat": ("trt_quant.qat", "qat"),
     "analyze": ("trt_quant.analyze", "analyze"),
+    "evaluate": ("trt_quant.evaluate.report", "evaluate_artifact"),
     "triton": ("trt_quant.triton", "write_triton_repository"),
     "serve": ("trt_quant.triton.serve", "serve"),
 }
@@ -23,6 +24,7 @@ REQUIRED = {
     "convert": ["MODEL", "--task", "text-classification", "--calib", "c.txt", "--output", "out"],
     "qat": ["MODEL", "--task", "text-classification", "--train", "t.txt", "--output", "out"],
     "analyze": ["MODEL", "--task", "text-classification", "--calib", "c.txt", "--output", "out"],
+    "evaluate": ["ARTIFACT", "--data", "d.txt"],
     "triton": ["ARTIFACT", "--repo", "repo"],
     "serve": ["ARTIFACT"],
 }
@@ -40,6 +42,7 @@ VALUES = {
     "--cc-engine": "8.6=engines/a10",
     "--preferred-batch": "2,4",
     "--max-length": "64",
+    "--limit": "5",
     "--kind": "gpu",
     "--backend": "onnxruntime",
 }
@@ -126,6 +129,21 @@ def test_quantization_options_are_shared_by_convert_qat_and_analyze() -> None:
         assert {flag: found.get(flag, "missing") for flag in shared} == {
             flag: next(o.default for o in options("convert") if o.opts[0] == flag) for flag in shared
         }, command
+
+
+def test_data_options_are_declared_once() -> None:
+    """--text-column and --pair-column mean the same on every command that reads data, and --eval-data on
+    every command that measures a quantized model against float: same help, same default."""
+    for flags, commands in (
+        (("--text-column", "--pair-column"), ("convert", "qat", "analyze", "evaluate")),
+        (("--eval-data",), ("convert", "qat", "analyze")),
+    ):
+        declared = {
+            command: {o.opts[0]: (o.help, o.default) for o in options(command) if o.opts[0] in flags}
+            for command in commands
+        }
+        assert all(len(found) == len(flags) for found in declared.values()), declared
+        assert len({tuple(sorted(found.items())) for found in declared.values()}) == 1, declared
 
 
 def test_peg_groups_reach_the_quant_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from trt_quant.bench.suite import VARIANTS
 from trt_quant.cli import reports
-from trt_quant.cli.options import QUANTIZATION, REPOSITORY, TRAINING, integers
+from trt_quant.cli.options import COLUMNS, HELD_OUT, QUANTIZATION, REPOSITORY, TRAINING, integers
 from trt_quant.config import QatConfig, QuantConfig
 from trt_quant.errors import TrtQuantError
 
@@ -30,9 +30,13 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existin
 
 @app.command()
 @QUANTIZATION
+@COLUMNS
+@HELD_OUT
 def convert(
     model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
     quant_config: QuantConfig,
+    columns: dict[str, Any],
+    eval_data: Path | None,
     task: Annotated[
         str,
         typer.Option(
@@ -44,12 +48,6 @@ def convert(
         Path, typer.Option(help="Calibration data: .txt, .csv, .tsv, .jsonl, .parquet or a saved dataset.")
     ],
     output: Annotated[Path, typer.Option(help="Artifact directory to write, e.g. engines/NAME.")],
-    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
-    pair_column: Annotated[str | None, typer.Option(help="Column holding the second text of a pair.")] = None,
-    eval_data: Annotated[
-        Path | None,
-        typer.Option(help="Held-out data to measure INT8 against float and the budget on (first 256 rows)."),
-    ] = None,
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the model directory.")
     ] = False,
@@ -85,8 +83,7 @@ def convert(
             calib,
             output,
             quant_config,
-            text_column=text_column,
-            pair_column=pair_column,
+            **columns,
             eval_data=eval_data,
             overwrite=overwrite,
             trust_remote_code=trust_remote_code,
@@ -275,10 +272,14 @@ def _show_warnings() -> None:
 @app.command()
 @QUANTIZATION
 @TRAINING
+@COLUMNS
+@HELD_OUT
 def qat(
     model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
     quant_config: QuantConfig,
     qat_config: QatConfig,
+    columns: dict[str, Any],
+    eval_data: Path | None,
     task: Annotated[str, typer.Option(help="The model's task.")],
     train: Annotated[Path, typer.Option(help="Training data with labels.")],
     output: Annotated[Path, typer.Option(help="Artifact directory to write.")],
@@ -286,11 +287,6 @@ def qat(
         Path | None, typer.Option(help="Calibration data (default: the training texts).")
     ] = None,
     label_column: Annotated[str, typer.Option(help="Column holding the labels.")] = "label",
-    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
-    pair_column: Annotated[str | None, typer.Option(help="Column holding the second text.")] = None,
-    eval_data: Annotated[
-        Path | None, typer.Option(help="Held-out data to measure INT8 against float.")
-    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a calibrated model with its quantizers active, then export exactly like convert."""
@@ -303,8 +299,7 @@ def qat(
         output,
         calib=calib,
         label_column=label_column,
-        text_column=text_column,
-        pair_column=pair_column,
+        **columns,
         quant_config=quant_config,
         qat_config=replace(qat_config, max_length=quant_config.max_length),
         eval_data=eval_data,
@@ -315,11 +310,11 @@ def qat(
 
 
 @app.command()
+@COLUMNS
 def evaluate(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory written by convert.")],
+    columns: dict[str, Any],
     data: Annotated[Path, typer.Option(help="Data file (SQuAD JSON for question answering).")],
-    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
-    pair_column: Annotated[str | None, typer.Option(help="Column holding the second text.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding gold labels or scores.")] = None,
     backend: Annotated[
         str, typer.Option(help="INT8 backend: auto, onnxruntime, openvino or tensorrt.")
@@ -340,8 +335,7 @@ def evaluate(
     report = evaluate_artifact(
         artifact,
         data,
-        text_column=text_column,
-        pair_column=pair_column,
+        **columns,
         label_column=label_column,
         backend=backend,
         batch_size=batch_size,
@@ -357,17 +351,16 @@ def evaluate(
 
 @app.command()
 @QUANTIZATION
+@COLUMNS
+@HELD_OUT
 def analyze(
     model: Annotated[str, typer.Argument(help="Model directory (or hub id).")],
     quant_config: QuantConfig,
+    columns: dict[str, Any],
+    eval_data: Path | None,
     task: Annotated[str, typer.Option(help="The model's task.")],
     calib: Annotated[Path, typer.Option(help="Calibration data file.")],
     output: Annotated[Path, typer.Option(help="Directory for sensitivity.json and sensitivity.png.")],
-    eval_data: Annotated[
-        Path | None, typer.Option(help="Held-out data (default: calibration rows after the first N).")
-    ] = None,
-    text_column: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
-    pair_column: Annotated[str | None, typer.Option(help="Column holding the second text of a pair.")] = None,
 ) -> None:
     """Rank Linear layers by how much quantizing each one alone degrades the output (table + bar chart)."""
     from trt_quant.analyze import analyze as run_analyze
@@ -379,8 +372,7 @@ def analyze(
         output,
         quant_config,
         eval_data=eval_data,
-        text_column=text_column,
-        pair_column=pair_column,
+        **columns,
     )
     console.print(reports.sensitivity_table(result))
 

@@ -169,6 +169,52 @@ TRAINING = OptionGroup(
 """How to fine-tune with the quantizers active (``qat``); the training length is ``--max-length``."""
 
 
+def _columns(text_column: str | None, pair_column: str | None) -> dict[str, str | None]:
+    return {"text_column": text_column, "pair_column": pair_column}
+
+
+COLUMNS = OptionGroup(
+    "columns",
+    {
+        "text_column": (
+            Annotated[
+                str | None,
+                typer.Option(
+                    help="Column holding the text (default: text, sentence, ... or the only column)."
+                ),
+            ],
+            None,
+        ),
+        "pair_column": (
+            Annotated[str | None, typer.Option(help="Column holding the second text of a pair.")],
+            None,
+        ),
+    },
+    _columns,
+)
+"""Which columns of a data file hold the text: shared by ``convert``, ``qat``, ``analyze`` and ``evaluate``."""
+
+HELD_OUT = OptionGroup(
+    "eval_data",
+    {
+        "eval_data": (
+            Annotated[
+                Path | None,
+                typer.Option(
+                    help="Held-out data (first 256 rows) to measure the quantized model against float on: "
+                    "agreement, a budget, QAT's best epoch (convert and analyze default to the calibration "
+                    "rows after those used; qat measures nothing without it)."
+                ),
+            ],
+            None,
+        ),
+    },
+    lambda eval_data: eval_data,
+)
+"""Where the quantized model is measured against float (agreement, a budget, QAT's best epoch): shared by
+``convert``, ``qat`` and ``analyze``."""
+
+
 def _repository_options(preferred_batch: str | None, max_queue_delay: int, **values: Any) -> dict[str, Any]:
     sizes = integers(preferred_batch, "--preferred-batch") if preferred_batch else ()
     return {"preferred_batch_sizes": sizes, "max_queue_delay_us": max_queue_delay, **values}
