@@ -110,12 +110,13 @@ def convert(
             export_float(stage, loaded, batches[0], export_config)
         with timer.step("quantize + calibrate"):
             measure = budget_score(loaded, budget, examples, config) if budget is not None else None
+            float_score = measure.of_float(loaded.model) if measure is not None else 1.0
             quantized = quantize_with_recipe(loaded, batches, config)
         mixed = None
         if budget is not None and measure is not None:
             with timer.step("mixed precision"):
                 ranking = layer_sensitivity(quantized, measure.score)
-                mixed = meet_budget(quantized, budget, measure.score, measure.float_score, ranking)
+                mixed = meet_budget(quantized, budget, measure.score, float_score, ranking)
         evaluation = examples.evaluation
         manifest, findings = write_artifact(
             stage,

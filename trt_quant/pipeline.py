@@ -216,11 +216,15 @@ def quantize_with_recipe(
 @dataclass
 class HeldOutScore:
     """How a quantized model is scored on held-out examples: the metric's name, the score (a function of
-    a model) and the float model's score."""
+    a model) and whether it compares outputs with the float model's (which then scores 1.0 by definition)."""
 
     metric: str
     score: Score
-    float_score: float
+    against_float: bool
+
+    def of_float(self, model: TaskModel) -> float:
+        """The float ``model``'s own score: 1.0 against itself, else one pass of the task metric."""
+        return 1.0 if self.against_float else self.score(model)
 
 
 def held_out_score(
@@ -233,9 +237,10 @@ def held_out_score(
     ``labels`` reads, or without ``labels`` the mean cosine of the outputs against the float outputs."""
     if labels is not None:
         metric = task_metric(loaded, evaluation, labels, config.batch_size, config.max_length)
-        return HeldOutScore(metric.name, metric.score, metric.score(loaded.model))
+        return HeldOutScore(metric.name, metric.score, against_float=False)
     batches = calibration_batches(loaded, evaluation, config)
-    return HeldOutScore("mean cosine vs float", cosine_score(outputs_of(loaded.model, batches), batches), 1.0)
+    score = cosine_score(outputs_of(loaded.model, batches), batches)
+    return HeldOutScore("mean cosine vs float", score, against_float=True)
 
 
 def check_max_length(loaded: LoadedModel, max_length: int) -> None:
