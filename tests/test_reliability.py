@@ -209,29 +209,37 @@ def test_runtime_loader_refuses_damaged_onnx(
 
 
 def test_killed_conversion_leaves_previous_artifact_intact(tiny_model, calib_file, tmp_path) -> None:
+    """A ``trt-quant convert --overwrite`` process killed mid-way leaves the previous artifact as it was; the
+    conversions before and after the killed one run in-process (the same API the command calls)."""
+    from trt_quant.config import QuantConfig
+    from trt_quant.convert import convert
+
     output = tmp_path / "artifact"
     model = tiny_model("bert", "feature-extraction")
-    arguments = [
-        sys.executable,
-        "-m",
-        "trt_quant.cli.main",
-        "convert",
-        str(model),
-        "--task",
-        "feature-extraction",
-        "--calib",
-        str(calib_file),
-        "--output",
-        str(output),
-        "--max-length",
-        "32",
-        "--calib-samples",
-        "64",
-    ]
-    subprocess.run(arguments, check=True, capture_output=True, timeout=300)
+    config = QuantConfig(max_length=32, calib_samples=64)
+    convert(model, "feature-extraction", calib_file, output, config)
     original = {p.name: p.read_bytes() for p in output.iterdir() if p.is_file()}
     process = subprocess.Popen(
-        [*arguments, "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [
+            sys.executable,
+            "-m",
+            "trt_quant.cli.main",
+            "convert",
+            str(model),
+            "--task",
+            "feature-extraction",
+            "--calib",
+            str(calib_file),
+            "--output",
+            str(output),
+            "--max-length",
+            "32",
+            "--calib-samples",
+            "64",
+            "--overwrite",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(tmp_path.glob(".artifact.staging-*/model_fp32.onnx")):
@@ -244,7 +252,7 @@ def test_killed_conversion_leaves_previous_artifact_intact(tiny_model, calib_fil
     assert stale, "the kill should have happened mid-conversion"
     with pytest.raises(ArtifactError):
         load_manifest(stale[0])  # a half-written staging directory is never accepted as an artifact
-    subprocess.run([*arguments, "--overwrite"], check=True, capture_output=True, timeout=300)
+    convert(model, "feature-extraction", calib_file, output, config, overwrite=True)
     assert not list(tmp_path.glob(".artifact.staging-*"))  # the next run cleans up after the killed one
 
 
