@@ -5,7 +5,8 @@ weights; with --mpnet DIR, all-mpnet-base-v2 as scripts/fetch_mpnet.py assembles
 latency/throughput tables with each variant's cosine against float, plus the
 conversion's wall time and peak memory. Usage:
 
-    python scripts/benchmark.py [--output engines/bench] [--bert-base] [--mpnet DIR] [--iterations 30]
+    python scripts/benchmark.py [--output engines/bench] [--bert-base] [--mpnet DIR] [--skip-minilm]
+        [--batch 1,8,32] [--seq 32,128] [--iterations 30]
 """
 
 from __future__ import annotations
@@ -64,13 +65,14 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=Path("engines/bench"))
     parser.add_argument("--bert-base", action="store_true", help="also benchmark a BERT-base-shaped model")
     parser.add_argument("--mpnet", type=Path, default=None, help="all-mpnet-base-v2 model directory")
+    parser.add_argument("--skip-minilm", action="store_true", help="leave out all-MiniLM-L6-v2")
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--seq", default="32,128")
     parser.add_argument("--iterations", type=int, default=30)
     arguments = parser.parse_args()
     batches = tuple(int(b) for b in arguments.batch.split(","))
     sequences = tuple(int(s) for s in arguments.seq.split(","))
-    models = [("minilm", minilm_path())]
+    models = [] if arguments.skip_minilm else [("minilm", minilm_path())]
     if arguments.bert_base:
         models.append(("bert-base", bert_base_dir(arguments.output / "bert-base-model")))
     if arguments.mpnet:
