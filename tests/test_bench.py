@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from trt_quant.bench.suite import VARIANTS
+from trt_quant.bench.variants import VARIANTS
 from trt_quant.cli.main import app
 from trt_quant.cpuinfo import cpu_info
 from trt_quant.errors import TrtQuantError

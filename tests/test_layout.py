@@ -85,3 +85,23 @@ def test_only_the_quantize_stage_imports_model_optimizer_or_touches_its_quantize
     touched = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     touched |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     assert not touched & QUANTIZER_ATTRIBUTES
+
+
+def test_the_command_line_starts_without_the_heavy_libraries() -> None:
+    """``trt-quant --help``, ``check`` and ``serve`` start in a fraction of a second: the command's module
+    imports torch, transformers, ONNX Runtime and SciPy only inside the commands that need them."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "onnxruntime", "scipy", "modelopt")
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, trt_quant.cli.main; print([m for m in {heavy} if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert loaded == "[]", loaded

@@ -15,23 +15,13 @@ from trt_quant.artifacts import Manifest, load_manifest, quantized_precision
 from trt_quant.bench.baselines import ort_dynamic_int8_model, ort_runner, pytorch_runner
 from trt_quant.bench.latency import BenchRow, Variant, benchmark, synthetic_feeds, write_report
 from trt_quant.bench.padding import PaddingRow, padding_benchmark, padding_table
+from trt_quant.bench.variants import OPENVINO_VARIANTS, VARIANTS
 from trt_quant.cpuinfo import CpuInfo, cpu_info
 from trt_quant.data import TextData, batched, read_texts
 from trt_quant.errors import TrtQuantError
 from trt_quant.runtime import OpenVinoRuntime, load_runtime
 from trt_quant.runtime.openvino import openvino_available
 
-OPENVINO_VARIANTS = ("openvino-float", "openvino-fp32", "trt-quant-int8-openvino")
-"""OpenVINO on the float ONNX at its default precision (bf16 where the CPU has it) and at f32, and on
-trt-quant's INT8 ONNX; run only where the ``openvino`` extra is installed."""
-VARIANTS = (
-    "pytorch-fp32",
-    "pytorch-dynamic-int8",
-    "ort-fp32",
-    "ort-dynamic-int8",
-    "trt-quant-int8",
-    *OPENVINO_VARIANTS,
-)
 ACCURACY_TEXTS = 96
 FP8_ON_CPU = (
     "FP8 speed is not a result on CPU, where ONNX Runtime runs the FP8 graph by dequantizing it to float: "

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from trt_quant.bench.suite import VARIANTS
+from trt_quant.bench.variants import VARIANTS
 from trt_quant.cli import reports
 from trt_quant.cli.options import COLUMNS, HELD_OUT, QUANTIZATION, REPOSITORY, TRAINING, integers
 from trt_quant.config import QatConfig, QuantConfig
