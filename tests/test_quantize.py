@@ -217,6 +217,30 @@ def test_accuracy_budget_keeps_sensitive_layers_float(tiny_model, calib_file, tm
     assert expected in console.export_text()
 
 
+def test_budget_the_quantized_model_already_meets_ranks_no_layer(
+    tiny_model, calib_file, tmp_path, monkeypatch
+) -> None:
+    """A budget met with every Linear in INT8 costs one score: the per-layer ranking never runs."""
+    import trt_quant.convert as convert_module
+
+    def no_ranking(*args, **kwargs):
+        raise AssertionError("layer_sensitivity ran although the budget already held")
+
+    monkeypatch.setattr(convert_module, "layer_sensitivity", no_ranking)
+    report = convert_module.convert(
+        tiny_model("bert", "feature-extraction"),
+        "feature-extraction",
+        calib_file,
+        tmp_path / "a",
+        QuantConfig(calib_samples=32, max_length=32),
+        accuracy_budget="cosine>=0.9",
+    )
+    mixed = report.manifest.quantization.mixed_precision
+    assert mixed.float_layers == [] and mixed.int8_flop_share == 1.0
+    assert 0.9 <= mixed.score == pytest.approx(report.manifest.accuracy.mean_cosine, abs=0.02)
+    assert report.manifest.quantization.quantized_linears == 12
+
+
 def test_budget_that_cannot_be_met_is_an_error(tiny_model, calib_file, tmp_path) -> None:
     from trt_quant.convert import convert
 

@@ -115,8 +115,13 @@ def convert(
         mixed = None
         if budget is not None and measure is not None:
             with timer.step("mixed precision"):
-                ranking = layer_sensitivity(quantized, measure.score)
-                mixed = meet_budget(quantized, budget, measure.score, float_score, ranking)
+                mixed = meet_budget(
+                    quantized,
+                    budget,
+                    measure.score,
+                    float_score,
+                    lambda: layer_sensitivity(quantized, measure.score),
+                )
         evaluation = examples.evaluation
         manifest, findings = write_artifact(
             stage,

@@ -145,18 +145,27 @@ class MixedPrecision:
 
 
 def meet_budget(
-    model: TaskModel, budget: Budget, score: Score, float_score: float, ranking: list[LayerSensitivity]
+    model: TaskModel,
+    budget: Budget,
+    score: Score,
+    float_score: float,
+    rank: Callable[[], list[LayerSensitivity]],
 ) -> MixedPrecision:
-    """Keep the most sensitive layers float, one at a time, until ``budget`` holds; error if it never does."""
+    """Keep the most sensitive layers float, one at a time, until ``budget`` holds; error if it never does.
+
+    The layers are ranked (``rank``, one score per Linear) only when the all-quantized model misses the
+    budget: a model that already meets it costs one score.
+    """
     linears = quantized_linears(model)
     kept: list[str] = []
     current = score(model)
-    for item in ranking:
-        if budget.met(current, float_score):
-            break
-        set_layer_quantized(linears[item.layer], False)
-        kept.append(item.layer)
-        current = score(model)
+    if not budget.met(current, float_score):
+        for item in rank():
+            set_layer_quantized(linears[item.layer], False)
+            kept.append(item.layer)
+            current = score(model)
+            if budget.met(current, float_score):
+                break
     if not budget.met(current, float_score):
         raise TrtQuantError(
             f"The accuracy budget {budget} cannot be met even with every layer in float (score {current:.4f}): "
