@@ -72,6 +72,8 @@ def main() -> int:
     arguments = parser.parse_args()
     batches = tuple(int(b) for b in arguments.batch.split(","))
     sequences = tuple(int(s) for s in arguments.seq.split(","))
+    if arguments.skip_minilm and not (arguments.bert_base or arguments.mpnet):
+        parser.error("--skip-minilm leaves nothing to benchmark: add --mpnet DIR or --bert-base")
     models = [] if arguments.skip_minilm else [("minilm", minilm_path())]
     if arguments.bert_base:
         models.append(("bert-base", bert_base_dir(arguments.output / "bert-base-model")))

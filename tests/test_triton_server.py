@@ -319,19 +319,15 @@ def test_serve_command_answers_and_stops_cleanly(
 ) -> None:
     port = free_ports(1)[0]
     repo = tmp_path / "served"
-    command = [sys.executable, "-m", "trt_quant.cli.main", "serve", str(tiny_artifact), "--repo", str(repo)]
+    # As from a terminal's foreground: a shell starts background jobs (``cmd &``, nohup, some CI runners)
+    # with SIGINT ignored, which the command inherits and rightly keeps, so Ctrl-C could not reach it. A
+    # launcher restores SIGINT's default and execs the command (no preexec_fn: this process has threads).
+    launcher = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, sys.argv[1:])"
+    command = [sys.executable, "-c", launcher, sys.executable, "-m", "trt_quant.cli.main", "serve"]
+    command += [str(tiny_artifact), "--repo", str(repo)]
     command += ["--name", CLS, "--port", str(port), "--server-env", str(environment.root)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
-    # As from a terminal's foreground: a shell starts background jobs (``cmd &``, nohup, some CI runners)
-    # with SIGINT ignored, which the command inherits and rightly keeps, so Ctrl-C could not reach it.
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     try:
         lines = []
         deadline = time.monotonic() + 300

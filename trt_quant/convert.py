@@ -110,10 +110,10 @@ def convert(
             export_float(stage, loaded, batches[0], export_config)
         with timer.step("quantize + calibrate"):
             measure = budget_score(loaded, budget, examples, config) if budget is not None else None
-            float_score = measure.of_float(loaded.model) if measure is not None else 1.0
+            float_score = measure.of_float(loaded.model) if measure is not None else None  # while still float
             quantized = quantize_with_recipe(loaded, batches, config)
         mixed = None
-        if budget is not None and measure is not None:
+        if budget is not None and measure is not None and float_score is not None:
             with timer.step("mixed precision"):
                 mixed = meet_budget(
                     quantized,

@@ -201,9 +201,9 @@ HELD_OUT = OptionGroup(
             Annotated[
                 Path | None,
                 typer.Option(
-                    help="Held-out data (first 256 rows) to measure the quantized model against float on: "
-                    "agreement, a budget, QAT's best epoch (convert and analyze default to the calibration "
-                    "rows after those used; qat measures nothing without it)."
+                    help="Held-out data (first 256 rows) the quantized model is scored on: convert's agreement "
+                    "and --accuracy-budget, qat's best epoch, analyze's per-layer ranking (convert and analyze "
+                    "default to the calibration rows after those used; qat scores nothing without it)."
                 ),
             ],
             None,

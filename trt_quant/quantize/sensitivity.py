@@ -153,8 +153,8 @@ def meet_budget(
 ) -> MixedPrecision:
     """Keep the most sensitive layers float, one at a time, until ``budget`` holds; error if it never does.
 
-    The layers are ranked (``rank``, one score per Linear) only when the all-quantized model misses the
-    budget: a model that already meets it costs one score.
+    The layers are ranked (``rank``: one score per Linear plus an all-float baseline) only when the
+    all-quantized model misses the budget: a model that already meets it costs one score.
     """
     linears = quantized_linears(model)
     kept: list[str] = []
