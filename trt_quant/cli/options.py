@@ -169,10 +169,6 @@ TRAINING = OptionGroup(
 """How to fine-tune with the quantizers active (``qat``); the training length is ``--max-length``."""
 
 
-def _columns(text_column: str | None, pair_column: str | None) -> dict[str, str | None]:
-    return {"text_column": text_column, "pair_column": pair_column}
-
-
 COLUMNS = OptionGroup(
     "columns",
     {
@@ -190,7 +186,7 @@ COLUMNS = OptionGroup(
             None,
         ),
     },
-    _columns,
+    dict,
 )
 """Which columns of a data file hold the text: shared by ``convert``, ``qat``, ``analyze`` and ``evaluate``."""
 
@@ -211,8 +207,8 @@ HELD_OUT = OptionGroup(
     },
     lambda eval_data: eval_data,
 )
-"""Where the quantized model is measured against float (agreement, a budget, QAT's best epoch): shared by
-``convert``, ``qat`` and ``analyze``."""
+"""Where the quantized model is scored (agreement and a budget, QAT's best epoch, the per-layer ranking):
+shared by ``convert``, ``qat`` and ``analyze``."""
 
 
 def _repository_options(preferred_batch: str | None, max_queue_delay: int, **values: Any) -> dict[str, Any]:
