@@ -15,6 +15,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In each of ``make test``'s parallel workers, one PyTorch thread: workers with a thread per core each
+    oversubscribe the cores (on 2 cores the suite took 494 s so, 377-400 s with one thread per worker)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the processes that tests start
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
     """Factory: directory of a tiny random model of (family, task), built once per session."""
