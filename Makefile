@@ -10,7 +10,7 @@ TEST_WORKERS ?= 2
 .PHONY: demo test lint bench
 
 # --no-compile: Python compiles what is imported on first use; compiling all of torch, transformers and the
-# rest at install time took 1.7 of the install's 3.4 minutes
+# rest at install time made the install take 3 min 21 s instead of 1 min 36 s (2 cores, warm pip cache)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
