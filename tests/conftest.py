@@ -16,8 +16,8 @@ SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """In each of ``make test``'s parallel workers, one PyTorch thread: workers with a thread per core each
-    oversubscribe the cores (on 2 cores the suite took 494 s so, 377-400 s with one thread per worker)."""
+    """In each of ``make test``'s parallel workers, one PyTorch thread: with a thread per core in every
+    worker the cores are oversubscribed (on 2 cores the suite took 494 s; 377-440 s with one per worker)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
