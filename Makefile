@@ -9,11 +9,14 @@ TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench
 
-# --no-compile: Python compiles what is imported on first use; compiling all of torch, transformers and the
-# rest at install time made the install take 3 min 21 s instead of 1 min 36 s (2 cores, warm pip cache)
+# pip byte-compiles on one core: 3 min 21 s for the install, 1 min 36 s with --no-compile (2 cores, warm pip
+# cache). compileall on every core then takes 65 s; files this Python cannot compile (torch's 3.12-only test
+# helpers) are skipped, as pip skips them. Not compiling at all would make every process compile torch again
+# where PYTHONDONTWRITEBYTECODE is set (about 23 s per import of torch, transformers and Model Optimizer).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
+	$(BIN)/python -c "import compileall, sys; compileall.compile_dir(sys.prefix, quiet=2, workers=0)"
 	touch $(STAMP)
 
 demo: $(STAMP)
