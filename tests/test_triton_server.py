@@ -52,8 +52,7 @@ def free_ports(count: int) -> list[int]:
 def start_server(
     repositories: list[Path], environment: ServerEnvironment, exit_timeout_s: int = 10
 ) -> TritonServer:
-    http_port, grpc_port, metrics_port = free_ports(3)
-    ports = (http_port, grpc_port, metrics_port)
+    ports = free_ports(3)  # HTTP, gRPC, metrics
     return TritonServer(repositories, environment, None, *ports, exit_timeout_s=exit_timeout_s).start(300)
 
 
